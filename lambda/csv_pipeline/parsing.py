@@ -1,0 +1,185 @@
+"""The pure parsing core: CSV text in, DynamoDB items and rejections out.
+
+Nothing here touches AWS, so the whole data contract can be unit-tested and
+property-tested without an emulator. The handler feeds it a text stream that
+wraps S3's streaming body; this module only ever holds one record at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Union
+
+#: Attribute names taken by the table's key; a CSV column may not use them.
+RESERVED_COLUMNS = frozenset({"source", "row"})
+
+#: DynamoDB's hard limit on one item, in bytes (names + values, UTF-8).
+MAX_ITEM_BYTES = 400 * 1024
+
+#: The csv module refuses fields longer than this. Anything past the item
+#: limit is rejected row by row anyway; the cap only bounds memory for a
+#: pathological field (e.g. an unterminated quote swallowing the file).
+FIELD_SIZE_LIMIT = 4 * 1024 * 1024
+
+#: Low-level DynamoDB attribute value, e.g. ``{"S": "x"}`` or ``{"NULL": True}``.
+AttributeValue = dict[str, Union[str, bool]]
+Item = dict[str, AttributeValue]
+
+
+class FileRejected(Exception):
+    """The object as a whole cannot be ingested; the manifest records FAILED.
+
+    Raised for problems no retry can fix (bad encoding, bad header, broken CSV
+    syntax), so the handler records them and returns instead of re-raising.
+    """
+
+
+@dataclass(frozen=True)
+class Record:
+    """One accepted CSV record, ready to be written."""
+
+    row: int
+    item: Item
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One record skipped under the data contract, with the reason recorded."""
+
+    row: int
+    reason: str
+
+
+Outcome = Union[Record, Rejection]
+
+
+def open_text(body: BinaryIO) -> io.TextIOWrapper:
+    """Wrap a binary stream for the csv module without reading it whole.
+
+    ``utf-8-sig`` strips a leading BOM and nothing else; ``newline=""`` hands
+    CR/LF to the csv module untouched so quoted newlines round-trip exactly.
+    """
+    return io.TextIOWrapper(body, encoding="utf-8-sig", errors="strict", newline="")
+
+
+def validate_header(columns: list[str]) -> None:
+    """Raise FileRejected when the header cannot name attributes one-to-one."""
+    empty = [i + 1 for i, name in enumerate(columns) if name == ""]
+    if empty:
+        raise FileRejected(f"header has empty column name(s) at position(s) {empty}")
+    reserved = sorted(RESERVED_COLUMNS.intersection(columns))
+    if reserved:
+        raise FileRejected(
+            f"header uses reserved column name(s) {reserved}: "
+            "'source' and 'row' are the table's key attributes"
+        )
+    seen: set[str] = set()
+    duplicates: list[str] = []
+    for name in columns:
+        if name in seen and name not in duplicates:
+            duplicates.append(name)
+        seen.add(name)
+    if duplicates:
+        raise FileRejected(f"header has duplicate column name(s) {duplicates}")
+
+
+def item_size(item: Item) -> int:
+    """DynamoDB's size of an item: UTF-8 names plus values, as AWS counts it.
+
+    Numbers are counted generously (one byte per digit plus one) so the
+    estimate never undershoots the real limit.
+    """
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode("utf-8"))
+        if "S" in value:
+            size += len(str(value["S"]).encode("utf-8"))
+        elif "N" in value:
+            size += len(str(value["N"])) + 1
+        else:
+            size += 1
+    return size
+
+
+def key_of(source: str, row: int) -> Item:
+    """The table key of one item of ``source``."""
+    return {"source": {"S": source}, "row": {"N": str(row)}}
+
+
+def to_item(source: str, row: int, columns: list[str], cells: list[str]) -> Item:
+    """Build the item: every column an attribute, blanks as NULL, no type guessing."""
+    item = key_of(source, row)
+    for name, cell in zip(columns, cells):
+        item[name] = {"NULL": True} if cell == "" else {"S": cell}
+    return item
+
+
+class CsvDocument:
+    """A CSV object read record by record, header validated up front.
+
+    Iterating yields a :class:`Record` or :class:`Rejection` for each record
+    after the header, numbered from 1. Completely empty lines are not records.
+    Any problem that spoils the whole file raises :class:`FileRejected`.
+    """
+
+    def __init__(self, text: Iterable[str], source: str) -> None:
+        csv.field_size_limit(FIELD_SIZE_LIMIT)
+        self.source = source
+        # strict=True turns malformed quoting into an error instead of
+        # silently gluing stray quotes into values.
+        self._reader = csv.reader(text, strict=True)
+        self.records_seen = 0
+        header = self._next_nonblank()
+        if header is None:
+            raise FileRejected("object is empty: no header line")
+        validate_header(header)
+        self.columns: list[str] = header
+
+    def _next_nonblank(self) -> list[str] | None:
+        while True:
+            try:
+                cells = next(self._reader)
+            except StopIteration:
+                return None
+            except UnicodeDecodeError as exc:
+                raise FileRejected(
+                    f"object is not valid UTF-8: byte 0x{exc.object[exc.start]:02x} "
+                    f"cannot be decoded (after record {self.records_seen}, "
+                    f"line {self._reader.line_num + 1})"
+                ) from exc
+            except csv.Error as exc:
+                raise FileRejected(
+                    f"CSV syntax error in record {self.records_seen + 1} "
+                    f"(line {self._reader.line_num}): {exc}"
+                ) from exc
+            if cells:
+                return cells
+
+    def __iter__(self) -> Iterator[Outcome]:
+        width = len(self.columns)
+        while True:
+            cells = self._next_nonblank()
+            if cells is None:
+                return
+            self.records_seen += 1
+            row = self.records_seen
+            if len(cells) != width:
+                yield Rejection(row, f"has {len(cells)} fields, header has {width}")
+                continue
+            item = to_item(self.source, row, self.columns, cells)
+            size = item_size(item)
+            if size > MAX_ITEM_BYTES:
+                yield Rejection(
+                    row, f"item is {size} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte limit"
+                )
+                continue
+            yield Record(row, item)
+
+
+def parse_bytes(data: bytes, source: str) -> tuple[list[str], list[Outcome]]:
+    """Parse a whole in-memory document; a convenience for tests and tools."""
+    document = CsvDocument(open_text(io.BytesIO(data)), source)
+    return document.columns, list(document)

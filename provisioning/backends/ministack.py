@@ -1,0 +1,136 @@
+"""The embedded backend: a ``ministack`` server as a child process, no Docker."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .base import DEFAULT_REGION, Backend, BackendUnavailable, Endpoint, wait_until_healthy
+
+#: Services the stack needs; the rest of ministack stays switched off.
+SERVICES = "s3,dynamodb,lambda,iam,sts,logs"
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ministack_available() -> bool:
+    return importlib.util.find_spec("ministack") is not None
+
+
+class MinistackBackend(Backend):
+    """Runs ``python -m ministack`` on a free loopback port.
+
+    The server gets its own session (process group) so ``stop`` also ends
+    the Lambda worker processes it spawns, and its own temporary directory
+    so parallel sessions never share S3 data or PID files.
+    """
+
+    name = "ministack"
+
+    def __init__(
+        self,
+        region: str = DEFAULT_REGION,
+        port: int | None = None,
+        startup_timeout: float = 60.0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(region)
+        self.port = port
+        self.startup_timeout = startup_timeout
+        self.extra_env = extra_env or {}
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir: Path | None = None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._workdir / "ministack.log" if self._workdir else None
+
+    def start(self) -> Endpoint:
+        if self._endpoint is not None:
+            return self._endpoint
+        if not ministack_available():
+            raise BackendUnavailable(
+                "the embedded backend needs the 'ministack' package: pip install -e '.[test]'"
+            )
+        port = self.port or free_port()
+        self._workdir = Path(tempfile.mkdtemp(prefix="csv-pipeline-ministack-"))
+        env = {
+            **os.environ,
+            "GATEWAY_PORT": str(port),
+            "BIND_HOST": "127.0.0.1",
+            "MINISTACK_REGION": self.region,
+            "SERVICES": SERVICES,
+            "TMPDIR": str(self._workdir),
+            "S3_DATA_DIR": str(self._workdir / "s3"),
+            "LOG_LEVEL": os.environ.get("MINISTACK_LOG_LEVEL", "INFO"),
+            **self.extra_env,
+        }
+        # The server's own AWS settings must not leak into it (it resolves
+        # Lambda's endpoint itself); keep only the fake credentials.
+        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+            env.pop(name, None)
+        with open(self._workdir / "ministack.log", "wb") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "ministack"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_healthy(
+                f"{url}/_ministack/health",
+                timeout=self.startup_timeout,
+                is_alive=lambda: self._process is not None and self._process.poll() is None,
+            )
+        except BackendUnavailable as exc:
+            output = self.logs(40)
+            self.stop()
+            raise BackendUnavailable(f"ministack did not start: {exc}\n{output}") from exc
+        self._endpoint = Endpoint(url=url, region=self.region)
+        return self._endpoint
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            # The whole group: the server and any Lambda workers it forked.
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _signal_group(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        if process is not None:
+            _signal_group(process.pid, signal.SIGKILL)  # stragglers in the group
+        self._endpoint = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def logs(self, tail: int = 200) -> str:
+        path = self.log_path
+        if path is None or not path.exists():
+            return ""
+        lines = path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-tail:])
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,165 @@
+"""``python -m provisioning``: run, deploy, destroy and demonstrate the pipeline.
+
+Exit codes: 0 success; 1 the pipeline did not do what was asked (e.g. the
+demo file FAILED or timed out); 2 bad usage; 3 the backend is unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .backends import BACKEND_NAMES, BackendUnavailable, Endpoint, select_backend
+from .backends.base import DEFAULT_REGION
+from .ingestion import IngestionError, PipelineClient
+from .stack import Stack, StackConfig, StackOutputs
+
+EXIT_OK, EXIT_PIPELINE, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
+
+
+def sample_csv() -> bytes:
+    """The small sample shipped with the project (blanks included)."""
+    return resources.files("provisioning").joinpath("samples/people.csv").read_bytes()
+
+
+def format_table(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+    """Rows as an aligned text table; NULL shows as ``∅`` so blanks stand out."""
+    headers = ["row", *columns]
+    cells = [
+        [str(r["row"])] + ["∅" if r.get(c) is None else str(r[c]) for c in columns] for r in rows
+    ]
+    cells = [[c.replace("\r", "\\r").replace("\n", "\\n") for c in line] for line in cells]
+    widths = [max(len(h), *(len(line[i]) for line in cells)) for i, h in enumerate(headers)]
+    rule = "+".join("-" * (w + 2) for w in widths)
+
+    def line(values: Sequence[str]) -> str:
+        return "|".join(f" {v:<{w}} " for v, w in zip(values, widths))
+
+    return "\n".join([line(headers), rule, *(line(c) for c in cells)])
+
+
+def _print_outputs(outputs: StackOutputs) -> None:
+    print(outputs.to_json())
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    selection = select_backend(args.backend, endpoint_url=args.endpoint_url, port=args.port)
+    backend = selection.backend
+    print(f"Starting {backend.name} ({selection.reason})...", flush=True)
+    started = time.monotonic()
+    with backend as endpoint:
+        outputs = Stack(endpoint).deploy()
+        print(f"Ready in {time.monotonic() - started:.1f}s. Endpoint: {endpoint.url}")
+        _print_outputs(outputs)
+        print(
+            "\nTry:\n"
+            f"  aws --endpoint-url={endpoint.url} s3 cp file.csv s3://{outputs.bucket}/\n"
+            f"  aws --endpoint-url={endpoint.url} dynamodb scan --table-name {outputs.table}\n"
+            "(any AWS credentials work; e.g. AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test)\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("\nStopping.")
+    return EXIT_OK
+
+
+def _endpoint(args: argparse.Namespace) -> Endpoint:
+    return Endpoint(url=args.endpoint_url, region=args.region)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    _print_outputs(Stack(_endpoint(args)).deploy())
+    return EXIT_OK
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    Stack(_endpoint(args)).destroy()
+    print("Stack removed.")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    body = args.csv.read_bytes() if args.csv else sample_csv()
+    key = args.csv.name if args.csv else "people.csv"
+    selection = select_backend(args.backend, endpoint_url=args.endpoint_url)
+    print(f"Backend: {selection.backend.name} ({selection.reason})")
+    with selection.backend as endpoint:
+        config = StackConfig()
+        outputs = Stack(endpoint, config).deploy()
+        print(f"Deployed {outputs.function} on {endpoint.url}")
+        print(f"Uploading {len(body)} bytes to s3://{outputs.bucket}/{key} ...")
+        client = PipelineClient(endpoint, config)
+        try:
+            result = client.ingest(key, body, timeout=args.timeout)
+        except IngestionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_PIPELINE
+        manifest = result.manifest
+        print(
+            f"\n{result.status}: {manifest['rows_written']} rows written, "
+            f"{manifest['rows_rejected']} rejected  (source {manifest['source']})\n"
+        )
+        if result.status != "COMPLETE":
+            print(f"error: {manifest.get('error')}", file=sys.stderr)
+            return EXIT_PIPELINE
+        print(format_table(manifest["columns"], result.rows[: args.limit]))
+        if len(result.rows) > args.limit:
+            print(f"... {len(result.rows) - args.limit} more rows")
+        for rejection in manifest.get("rejected", []):
+            print(f"rejected row {rejection['row']}: {rejection['reason']}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m provisioning",
+        description="Run and provision the S3 -> Lambda -> DynamoDB CSV pipeline.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def backend_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--backend", choices=BACKEND_NAMES, default="auto",
+                       help="where the emulator comes from (default: auto)")
+        p.add_argument("--endpoint-url", help="emulator URL, for --backend=endpoint")
+
+    up = sub.add_parser("up", help="start an emulator with the stack deployed; Ctrl-C stops it")
+    backend_options(up)
+    up.add_argument("--port", type=int, help="port for the embedded emulator (default: a free one)")
+    up.set_defaults(func=cmd_up)
+
+    for name, func, text in (
+        ("deploy", cmd_deploy, "create or update the stack on an endpoint (idempotent)"),
+        ("destroy", cmd_destroy, "remove the stack from an endpoint"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--endpoint-url", help="AWS endpoint; omit for real AWS")
+        p.add_argument("--region", default=DEFAULT_REGION, help=f"default: {DEFAULT_REGION}")
+        p.set_defaults(func=func)
+
+    demo = sub.add_parser("demo", help="emulator + deploy + upload a CSV + print the rows")
+    demo.add_argument("csv", nargs="?", type=Path, help="CSV file (default: bundled sample)")
+    backend_options(demo)
+    demo.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    demo.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BackendUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BACKEND

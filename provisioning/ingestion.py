@@ -1,0 +1,143 @@
+"""Drive a deployed stack from outside: upload a CSV, wait, read the table back.
+
+Shared by the tests and the CLI's ``demo``. Waiting is keyed on the object's
+ETag, so a test never mistakes an earlier upload's manifest for its own, and
+a timeout explains itself with the Lambda's log lines.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer
+
+from .backends.base import Endpoint
+from .stack import StackConfig
+
+FINAL_STATUSES = ("COMPLETE", "FAILED")
+
+_deserializer = TypeDeserializer()
+
+
+class IngestionError(AssertionError):
+    """The pipeline did not reach the expected state; the message holds the evidence.
+
+    An AssertionError so pytest reports it as a test failure with the text.
+    """
+
+
+@dataclass(frozen=True)
+class Ingestion:
+    """The table state of one source after its manifest became final."""
+
+    key: str
+    etag: str
+    manifest: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    @property
+    def status(self) -> str:
+        return str(self.manifest["status"])
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB's Decimals as ints (the table only stores whole numbers)."""
+    if isinstance(value, Decimal):
+        return int(value)
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+class PipelineClient:
+    """Upload, wait and read back against one deployed stack."""
+
+    def __init__(self, endpoint: Endpoint, config: StackConfig | None = None) -> None:
+        self.endpoint = endpoint
+        self.config = config or StackConfig()
+        self.s3 = endpoint.client("s3")
+        self.dynamodb = endpoint.client("dynamodb")
+        self.logs = endpoint.client("logs")
+
+    def source(self, key: str) -> str:
+        return f"{self.config.bucket}/{key}"
+
+    def upload(self, key: str, body: bytes) -> str:
+        """Put the object; return its ETag (unquoted)."""
+        response = self.s3.put_object(Bucket=self.config.bucket, Key=key, Body=body)
+        return str(response["ETag"]).strip('"')
+
+    def manifest(self, key: str) -> dict[str, Any] | None:
+        response = self.dynamodb.get_item(
+            TableName=self.config.table,
+            Key={"source": {"S": self.source(key)}, "row": {"N": "0"}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return plain(self._deserialize(item)) if item else None
+
+    def items(self, key: str) -> list[dict[str, Any]]:
+        """Every item of the source (manifest included), in row order."""
+        paginator = self.dynamodb.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self.config.table,
+            KeyConditionExpression="#s = :s",
+            ExpressionAttributeNames={"#s": "source"},
+            ExpressionAttributeValues={":s": {"S": self.source(key)}},
+            ConsistentRead=True,
+        )
+        return [plain(self._deserialize(i)) for page in pages for i in page.get("Items", [])]
+
+    def rows(self, key: str) -> list[dict[str, Any]]:
+        """The data rows of the source (``row >= 1``), in row order."""
+        return [item for item in self.items(key) if item["row"] != 0]
+
+    def wait(self, key: str, etag: str, timeout: float = 60.0, since_ms: int | None = None) -> Ingestion:
+        """Block until the manifest is final for exactly this ETag."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        manifest = None
+        while time.monotonic() < deadline:
+            manifest = self.manifest(key)
+            if manifest and manifest.get("etag") == etag and manifest.get("status") in FINAL_STATUSES:
+                return Ingestion(key=key, etag=etag, manifest=manifest, rows=self.rows(key))
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+        raise IngestionError(
+            f"s3://{self.config.bucket}/{key} (etag {etag}) not processed within {timeout:.0f}s; "
+            f"last manifest: {manifest}\n"
+            + self.format_logs(since_ms)
+        )
+
+    def ingest(self, key: str, body: bytes, timeout: float = 60.0) -> Ingestion:
+        """Upload and wait: the one call most tests need."""
+        since_ms = int(time.time() * 1000) - 1000
+        etag = self.upload(key, body)
+        return self.wait(key, etag, timeout=timeout, since_ms=since_ms)
+
+    def lambda_log_lines(self, since_ms: int | None = None, limit: int = 400) -> list[str]:
+        """The function's CloudWatch log lines (newest ``limit``), for failure reports."""
+        args: dict[str, Any] = {"logGroupName": self.config.log_group}
+        if since_ms is not None:
+            args["startTime"] = since_ms
+        lines: list[str] = []
+        try:
+            for page in self.logs.get_paginator("filter_log_events").paginate(**args):
+                lines.extend(e["message"].rstrip("\n") for e in page.get("events", []))
+        except Exception as exc:  # evidence gathering must not hide the real failure
+            return [f"(could not read {self.config.log_group}: {exc})"]
+        return lines[-limit:]
+
+    def format_logs(self, since_ms: int | None = None) -> str:
+        lines = self.lambda_log_lines(since_ms)
+        body = "\n".join(lines) if lines else "(no log lines)"
+        return f"--- Lambda log ({self.config.log_group}) ---\n{body}"
+
+    @staticmethod
+    def _deserialize(item: dict[str, Any]) -> dict[str, Any]:
+        return {k: _deserializer.deserialize(v) for k, v in item.items()}

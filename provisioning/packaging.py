@@ -1,0 +1,47 @@
+"""Build the Lambda deployment zip from ``lambda/``.
+
+The zip is byte-for-byte reproducible (sorted entries, fixed timestamps and
+modes), so its SHA-256 equals the function's ``CodeSha256`` exactly when the
+code is unchanged — which is how ``deploy`` knows whether to update.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import csv_pipeline
+
+#: Handler path inside the zip.
+HANDLER = "csv_pipeline.handler.lambda_handler"
+
+_FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def lambda_source_dir() -> Path:
+    """The ``csv_pipeline`` package directory (``lambda/csv_pipeline`` in the repo)."""
+    return Path(csv_pipeline.__file__).resolve().parent
+
+
+def build_zip(source: Path | None = None) -> bytes:
+    """Zip every ``.py`` file of the package under its package name."""
+    package_dir = source or lambda_source_dir()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(package_dir.rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            name = f"{package_dir.name}/{path.relative_to(package_dir).as_posix()}"
+            info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+def code_sha256(zip_bytes: bytes) -> str:
+    """Lambda's ``CodeSha256``: base64 of the SHA-256 digest."""
+    return base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode("ascii")

@@ -1,0 +1,54 @@
+"""IAM documents for the function: who may assume the role, and what it may do.
+
+Least privilege: read objects of the one bucket, write and query the one
+table, and write its own log group. No ``*`` actions, no ``*`` resources.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LAMBDA_TRUST_POLICY: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+def function_policy(
+    *, bucket_arn: str, table_arn: str, log_group_arn: str
+) -> dict[str, Any]:
+    """The inline policy of the function's role."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadUploadedObjects",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [f"{bucket_arn}/*"],
+            },
+            {
+                "Sid": "WriteRowsAndManifests",
+                "Effect": "Allow",
+                "Action": [
+                    "dynamodb:BatchWriteItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:GetItem",
+                    "dynamodb:Query",
+                ],
+                "Resource": [table_arn],
+            },
+            {
+                "Sid": "WriteOwnLogs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": [log_group_arn, f"{log_group_arn}:*"],
+            },
+        ],
+    }

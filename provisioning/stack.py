@@ -1,0 +1,341 @@
+"""What is built on an endpoint: bucket, table, role, function, permission, notification.
+
+``Stack.deploy`` is idempotent (a second run changes nothing and fails on
+nothing; changed code or settings are updated) and works the same against
+an emulator or real AWS. ``Stack.destroy`` removes everything it created.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .backends.base import Endpoint
+from .packaging import HANDLER, build_zip, code_sha256
+from .policy import LAMBDA_TRUST_POLICY, function_policy
+
+log = logging.getLogger(__name__)
+
+RUNTIME = "python3.12"
+POLICY_NAME = "csv-processor-access"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Names and settings of one deployment (the data contract's defaults)."""
+
+    bucket: str = "csv-upload-bucket"
+    table: str = "csv-data"
+    function: str = "csv-processor"
+    role: str = "csv-processor-role"
+    suffix: str = ".csv"
+    timeout_s: int = 300
+    memory_mb: int = 512
+    progress_every: int = 100
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def statement_id(self) -> str:
+        return f"s3-invoke-{self.bucket}"
+
+    @property
+    def log_group(self) -> str:
+        return f"/aws/lambda/{self.function}"
+
+
+@dataclass(frozen=True)
+class StackOutputs:
+    """What ``deploy`` built, as printed by ``python -m provisioning deploy``."""
+
+    endpoint_url: str | None
+    region: str
+    account: str
+    bucket: str
+    bucket_arn: str
+    table: str
+    table_arn: str
+    function: str
+    function_arn: str
+    role_arn: str
+    log_group: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class Stack:
+    """The pipeline's resources on one endpoint."""
+
+    def __init__(self, endpoint: Endpoint, config: StackConfig | None = None) -> None:
+        self.endpoint = endpoint
+        self.config = config or StackConfig()
+        self.s3 = endpoint.client("s3")
+        self.dynamodb = endpoint.client("dynamodb")
+        self.iam = endpoint.client("iam")
+        self.lambda_ = endpoint.client("lambda")
+        self.logs = endpoint.client("logs")
+        self.sts = endpoint.client("sts")
+
+    # -- deploy ---------------------------------------------------------------
+
+    def deploy(self) -> StackOutputs:
+        cfg = self.config
+        account = self.sts.get_caller_identity()["Account"]
+        partition = "aws"
+        region = self.endpoint.region
+        bucket_arn = f"arn:{partition}:s3:::{cfg.bucket}"
+        log_group_arn = f"arn:{partition}:logs:{region}:{account}:log-group:{cfg.log_group}"
+
+        self._ensure_bucket()
+        table_arn = self._ensure_table()
+        role_arn = self._ensure_role(
+            function_policy(bucket_arn=bucket_arn, table_arn=table_arn, log_group_arn=log_group_arn)
+        )
+        function_arn = self._ensure_function(role_arn)
+        self._ensure_permission(function_arn, bucket_arn, account)
+        self._ensure_notification(function_arn)
+        return StackOutputs(
+            endpoint_url=self.endpoint.url,
+            region=region,
+            account=account,
+            bucket=cfg.bucket,
+            bucket_arn=bucket_arn,
+            table=cfg.table,
+            table_arn=table_arn,
+            function=cfg.function,
+            function_arn=function_arn,
+            role_arn=role_arn,
+            log_group=cfg.log_group,
+        )
+
+    def _ensure_bucket(self) -> None:
+        bucket = self.config.bucket
+        args: dict[str, Any] = {"Bucket": bucket}
+        if self.endpoint.region != "us-east-1":
+            args["CreateBucketConfiguration"] = {"LocationConstraint": self.endpoint.region}
+        try:
+            self.s3.create_bucket(**args)
+        except ClientError as exc:
+            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+        self.s3.get_waiter("bucket_exists").wait(Bucket=bucket)
+        self.s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+        self.s3.put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+        )
+
+    def _ensure_table(self) -> str:
+        table = self.config.table
+        try:
+            self.dynamodb.create_table(
+                TableName=table,
+                BillingMode="PAY_PER_REQUEST",
+                AttributeDefinitions=[
+                    {"AttributeName": "source", "AttributeType": "S"},
+                    {"AttributeName": "row", "AttributeType": "N"},
+                ],
+                KeySchema=[
+                    {"AttributeName": "source", "KeyType": "HASH"},
+                    {"AttributeName": "row", "KeyType": "RANGE"},
+                ],
+            )
+        except ClientError as exc:
+            if _code(exc) != "ResourceInUseException":
+                raise
+        self.dynamodb.get_waiter("table_exists").wait(
+            TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+        )
+        return str(self.dynamodb.describe_table(TableName=table)["Table"]["TableArn"])
+
+    def _ensure_role(self, policy: dict[str, Any]) -> str:
+        role = self.config.role
+        trust = json.dumps(LAMBDA_TRUST_POLICY)
+        try:
+            arn = self.iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+        except ClientError as exc:
+            if _code(exc) != "EntityAlreadyExists":
+                raise
+            self.iam.update_assume_role_policy(RoleName=role, PolicyDocument=trust)
+            arn = self.iam.get_role(RoleName=role)["Role"]["Arn"]
+        self.iam.put_role_policy(
+            RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy)
+        )
+        return str(arn)
+
+    def _function_settings(self, role_arn: str) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "FunctionName": cfg.function,
+            "Runtime": RUNTIME,
+            "Handler": HANDLER,
+            "Role": role_arn,
+            "Timeout": cfg.timeout_s,
+            "MemorySize": cfg.memory_mb,
+            "Environment": {
+                "Variables": {
+                    "TABLE_NAME": cfg.table,
+                    "PROGRESS_EVERY": str(cfg.progress_every),
+                    **cfg.environment,
+                }
+            },
+        }
+
+    def _ensure_function(self, role_arn: str) -> str:
+        zip_bytes = build_zip()
+        settings = self._function_settings(role_arn)
+        name = self.config.function
+        try:
+            current = self.lambda_.get_function_configuration(FunctionName=name)
+        except ClientError as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise
+            current = None
+        if current is None:
+            arn = self._create_function(settings, zip_bytes)
+            self._wait_function(name)
+            return arn
+        if current.get("CodeSha256") != code_sha256(zip_bytes):
+            self._wait_function(name)
+            self.lambda_.update_function_code(FunctionName=name, ZipFile=zip_bytes)
+            log.info("updated code of %s", name)
+        self._wait_function(name)
+        if _settings_differ(current, settings):
+            self.lambda_.update_function_configuration(**settings)
+            log.info("updated configuration of %s", name)
+            self._wait_function(name)
+        return str(current["FunctionArn"])
+
+    def _create_function(self, settings: dict[str, Any], zip_bytes: bytes) -> str:
+        # A fresh IAM role takes a few seconds to become assumable on real AWS.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = self.lambda_.create_function(**settings, Code={"ZipFile": zip_bytes})
+                return str(response["FunctionArn"])
+            except ClientError as exc:
+                retryable = _code(exc) == "InvalidParameterValueException" and (
+                    "role" in str(exc).lower()
+                )
+                if not retryable or time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+
+    def _wait_function(self, name: str) -> None:
+        """Block until the function is Active and its last update Successful."""
+        waiter_config = {"Delay": 1, "MaxAttempts": 300}
+        self.lambda_.get_waiter("function_active_v2").wait(
+            FunctionName=name, WaiterConfig=waiter_config
+        )
+        self.lambda_.get_waiter("function_updated_v2").wait(
+            FunctionName=name, WaiterConfig=waiter_config
+        )
+
+    def _ensure_permission(self, function_arn: str, bucket_arn: str, account: str) -> None:
+        try:
+            self.lambda_.add_permission(
+                FunctionName=self.config.function,
+                StatementId=self.config.statement_id,
+                Action="lambda:InvokeFunction",
+                Principal="s3.amazonaws.com",
+                SourceArn=bucket_arn,
+                SourceAccount=account,
+            )
+        except ClientError as exc:
+            if _code(exc) != "ResourceConflictException":
+                raise
+
+    def _ensure_notification(self, function_arn: str) -> None:
+        configuration: dict[str, Any] = {
+            "Id": f"{self.config.function}-on-create",
+            "LambdaFunctionArn": function_arn,
+            "Events": ["s3:ObjectCreated:*"],
+        }
+        if self.config.suffix:
+            configuration["Filter"] = {
+                "Key": {"FilterRules": [{"Name": "suffix", "Value": self.config.suffix}]}
+            }
+        self.s3.put_bucket_notification_configuration(
+            Bucket=self.config.bucket,
+            NotificationConfiguration={"LambdaFunctionConfigurations": [configuration]},
+        )
+
+    # -- destroy --------------------------------------------------------------
+
+    def destroy(self) -> None:
+        """Remove every resource ``deploy`` creates; missing ones are fine."""
+        cfg = self.config
+        self._ignore_missing(
+            lambda: self.s3.put_bucket_notification_configuration(
+                Bucket=cfg.bucket, NotificationConfiguration={}
+            )
+        )
+        self._ignore_missing(lambda: self.lambda_.delete_function(FunctionName=cfg.function))
+        self._ignore_missing(
+            lambda: self.iam.delete_role_policy(RoleName=cfg.role, PolicyName=POLICY_NAME)
+        )
+        self._ignore_missing(lambda: self.iam.delete_role(RoleName=cfg.role))
+        self._ignore_missing(lambda: self.dynamodb.delete_table(TableName=cfg.table))
+        self._ignore_missing(lambda: self.logs.delete_log_group(logGroupName=cfg.log_group))
+        self._ignore_missing(self._empty_and_delete_bucket)
+
+    def _empty_and_delete_bucket(self) -> None:
+        bucket = self.config.bucket
+        paginator = self.s3.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=bucket):
+            objects = [
+                {"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+            ]
+            if objects:
+                self.s3.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if objects:
+                self.s3.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+        self.s3.delete_bucket(Bucket=bucket)
+
+    @staticmethod
+    def _ignore_missing(action: Any) -> None:
+        missing = {
+            "NoSuchBucket",
+            "NoSuchEntity",
+            "ResourceNotFoundException",
+            "404",
+        }
+        try:
+            action()
+        except ClientError as exc:
+            if _code(exc) not in missing:
+                raise
+
+
+def _settings_differ(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    current_env = (current.get("Environment") or {}).get("Variables") or {}
+    return (
+        current.get("Runtime") != wanted["Runtime"]
+        or current.get("Handler") != wanted["Handler"]
+        or current.get("Role") != wanted["Role"]
+        or current.get("Timeout") != wanted["Timeout"]
+        or current.get("MemorySize") != wanted["MemorySize"]
+        or current_env != wanted["Environment"]["Variables"]
+    )
