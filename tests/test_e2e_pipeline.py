@@ -1,0 +1,238 @@
+"""End to end: upload to S3, the notification runs the Lambda, rows land in DynamoDB.
+
+Every test uses its own object key, so the file runs in any order and
+under ``pytest -n 2``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import quote_plus
+
+import pytest
+
+from provisioning.cli import sample_csv
+from provisioning.ingestion import Ingestion, PipelineClient
+
+pytestmark = pytest.mark.e2e
+
+
+def data(result: Ingestion) -> list[dict[str, Any]]:
+    """Rows without the partition key, for comparison with expected values."""
+    return [{k: v for k, v in row.items() if k != "source"} for row in result.rows]
+
+
+def assert_complete(result: Ingestion, written: int, rejected: int = 0) -> None:
+    m = result.manifest
+    assert m["status"] == "COMPLETE", m
+    assert (m["rows_written"], m["rows_rejected"]) == (written, rejected), m
+    assert "error" not in m and m["finished_at"] >= m["started_at"]
+
+
+def s3_event(bucket: str, key: str, etag: str) -> dict[str, Any]:
+    """The S3 notification a put would send (key URL-encoded as S3 does)."""
+    return {
+        "Records": [
+            {
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                    "object": {"key": quote_plus(key, safe="/"), "eTag": etag},
+                },
+            }
+        ]
+    }
+
+
+def test_seed_sample_with_blanks(pipeline: PipelineClient, unique_key: str) -> None:
+    result = pipeline.ingest(unique_key, sample_csv())
+    assert_complete(result, 5)
+    assert result.manifest["columns"] == ["name", "age", "email", "city"]
+    assert data(result) == [
+        {"row": 1, "name": "Alice Smith", "age": "34", "email": "alice@example.com", "city": "Seattle"},
+        {"row": 2, "name": "Bob Jones", "age": None, "email": "bob@example.com", "city": None},
+        {"row": 3, "name": "Carol White", "age": "29", "email": None, "city": "Denver"},
+        {"row": 4, "name": "David Brown", "age": "41", "email": "david@example.com", "city": "Austin"},
+        {"row": 5, "name": "Eve Black", "age": None, "email": None, "city": None},
+    ]
+    assert all(row["source"] == pipeline.source(unique_key) for row in result.rows)
+
+
+def test_quoted_commas_newlines_and_escaped_quotes(pipeline: PipelineClient, unique_key: str) -> None:
+    body = b'id,text\n1,"a, b"\n2,"two\nlines"\n3,"say ""hi"""\n4,"cr\r\nlf"\n'
+    result = pipeline.ingest(unique_key, body)
+    assert_complete(result, 4)
+    assert [r["text"] for r in result.rows] == ["a, b", "two\nlines", 'say "hi"', "cr\r\nlf"]
+
+
+def test_crlf_line_endings(pipeline: PipelineClient, unique_key: str) -> None:
+    result = pipeline.ingest(unique_key, b"a,b\r\n1,\r\n,2\r\n")
+    assert_complete(result, 2)
+    assert data(result) == [{"row": 1, "a": "1", "b": None}, {"row": 2, "a": None, "b": "2"}]
+
+
+def test_utf8_bom_and_unicode(pipeline: PipelineClient, unique_key: str) -> None:
+    body = "\ufeffnom,ville\nZoë,Zürich\n李,東京 🗼\n".encode()
+    result = pipeline.ingest(unique_key, body)
+    assert_complete(result, 2)
+    assert result.manifest["columns"] == ["nom", "ville"]
+    assert data(result) == [
+        {"row": 1, "nom": "Zoë", "ville": "Zürich"},
+        {"row": 2, "nom": "李", "ville": "東京 🗼"},
+    ]
+
+
+def test_values_are_strings_without_type_guessing(pipeline: PipelineClient, unique_key: str) -> None:
+    result = pipeline.ingest(unique_key, b"zip,n,flag\n007,1.50,true\n")
+    assert data(result) == [{"row": 1, "zip": "007", "n": "1.50", "flag": "true"}]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "with space/my file.csv",
+        "plus+sign/a+b.csv",
+        "ünïcödé/данные 日本.csv",
+        "deep/nested/prefix/a/b/c/data.csv",
+        "percent%2Fliteral.csv",
+    ],
+)
+def test_object_keys_are_decoded_exactly(pipeline: PipelineClient, key: str, unique_key: str) -> None:
+    full_key = f"{unique_key[:-4]}/{key}"
+    result = pipeline.ingest(full_key, b"a\n1\n")
+    assert_complete(result, 1)
+    assert result.manifest["source"] == f"{pipeline.config.bucket}/{full_key}"
+    assert result.rows[0]["source"] == f"{pipeline.config.bucket}/{full_key}"
+
+
+def test_header_only_file_completes_with_no_rows(pipeline: PipelineClient, unique_key: str) -> None:
+    result = pipeline.ingest(unique_key, b"a,b,c\n")
+    assert_complete(result, 0)
+    assert result.manifest["columns"] == ["a", "b", "c"]
+    assert result.rows == []
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "object is empty"),
+        (b"name,city\nZo\xeb,Paris\n", "not valid UTF-8"),
+        (b"a,,c\n1,2,3\n", "empty column name"),
+        (b"a,b,a\n1,2,3\n", "duplicate column name"),
+        (b"source,x\n1,2\n", "reserved column name"),
+        (b"x,row\n1,2\n", "reserved column name"),
+        (b'a,b\n1,2\n"bad"quote,3\n', "CSV syntax error in record 2"),
+    ],
+    ids=["empty", "latin1", "empty-column", "duplicate-column", "source-column", "row-column", "syntax"],
+)
+def test_file_level_failures_are_recorded(
+    pipeline: PipelineClient, unique_key: str, body: bytes, reason: str
+) -> None:
+    result = pipeline.ingest(unique_key, body)
+    assert result.status == "FAILED", result.manifest
+    assert reason in result.manifest["error"]
+    assert result.rows == [], "a FAILED source keeps no data rows"
+
+
+def test_failed_version_removes_the_previous_versions_rows(
+    pipeline: PipelineClient, unique_key: str
+) -> None:
+    assert_complete(pipeline.ingest(unique_key, b"a\n1\n2\n"), 2)
+    result = pipeline.ingest(unique_key, b"a\n1\n\xff\n")
+    assert result.status == "FAILED" and result.rows == []
+
+
+def test_row_rejections_are_listed_and_other_rows_written(
+    pipeline: PipelineClient, unique_key: str
+) -> None:
+    big = "x" * 410_000
+    body = f"a,b\n1,2\nonly-one\n3,4\n5,6,7\n{big},8\n9,10\n".encode()
+    result = pipeline.ingest(unique_key, body)
+    assert_complete(result, written=3, rejected=3)
+    assert [r["row"] for r in result.rows] == [1, 3, 6]
+    rejected = result.manifest["rejected"]
+    assert [r["row"] for r in rejected] == [2, 4, 5]
+    assert rejected[0]["reason"] == "has 1 fields, header has 2"
+    assert "409600-byte limit" in rejected[2]["reason"]
+
+
+def test_reupload_with_fewer_rows_leaves_exactly_the_new_rows(
+    pipeline: PipelineClient, unique_key: str
+) -> None:
+    first = pipeline.ingest(unique_key, b"a,b\n1,1\n2,2\n3,3\n4,4\n")
+    assert_complete(first, 4)
+    second = pipeline.ingest(unique_key, b"a,c\nx,\nonly-one-field\n")
+    assert_complete(second, written=1, rejected=1)
+    assert second.etag != first.etag
+    assert data(second) == [{"row": 1, "a": "x", "c": None}]
+
+
+def test_same_event_delivered_twice_yields_the_same_table(
+    pipeline: PipelineClient, unique_key: str, aws_endpoint: Any
+) -> None:
+    first = pipeline.ingest(unique_key, b"a\n1\n2\n3\n")
+    assert_complete(first, 3)
+    lambda_ = aws_endpoint.client("lambda")
+    event = s3_event(pipeline.config.bucket, unique_key, first.etag)
+    response = lambda_.invoke(
+        FunctionName=pipeline.config.function,
+        InvocationType="RequestResponse",
+        Payload=json.dumps(event).encode(),
+    )
+    payload = json.loads(response["Payload"].read())
+    assert "FunctionError" not in response, payload
+    assert payload["results"][0]["status"] == "COMPLETE"
+    assert pipeline.items(unique_key) == [first.manifest, *first.rows]
+
+
+def test_progress_is_logged_every_100_records(pipeline: PipelineClient, unique_key: str) -> None:
+    since = int(time.time() * 1000) - 1000
+    body = b"n\n" + b"".join(b"%d\n" % i for i in range(250))
+    assert_complete(pipeline.ingest(unique_key, body), 250)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = pipeline.lambda_log_lines(since_ms=since)
+        mine = [line for line in lines if pipeline.source(unique_key) in line]
+        if any("Finished" in line for line in mine):
+            break
+        time.sleep(0.2)
+    progress = [line for line in lines if "records so far" in line]
+    assert any("Processed 100 records so far..." in line for line in progress), lines
+    assert any("Processed 200 records so far..." in line for line in progress), lines
+    assert any(f"Starting {pipeline.source(unique_key)}" in line for line in lines), lines
+
+
+def test_objects_without_the_csv_suffix_are_ignored(
+    pipeline: PipelineClient, unique_key: str
+) -> None:
+    key = unique_key[:-4] + ".txt"
+    pipeline.upload(key, b"a\n1\n")
+    # Absence can only be shown by waiting: a .csv uploaded after it is
+    # processed well within this window.
+    marker = pipeline.ingest(unique_key, b"a\n1\n")
+    assert_complete(marker, 1)
+    time.sleep(1.0)
+    assert pipeline.manifest(key) is None
+
+
+def test_ten_thousand_rows(pipeline: PipelineClient, unique_key: str) -> None:
+    lines = [b"id,name,blank,note"] + [
+        b"%d,name-%d,,%s" % (i, i, b'"quoted, %d"' % i if i % 7 == 0 else b"plain")
+        for i in range(1, 10_001)
+    ]
+    result = pipeline.ingest(unique_key, b"\n".join(lines) + b"\n", timeout=180)
+    assert_complete(result, 10_000)
+    assert len(result.rows) == 10_000
+    assert [r["row"] for r in result.rows] == list(range(1, 10_001))
+    assert result.rows[6] == {
+        "source": pipeline.source(unique_key),
+        "row": 7,
+        "id": "7",
+        "name": "name-7",
+        "blank": None,
+        "note": "quoted, 7",
+    }
+    assert all(r["blank"] is None and r["id"] == str(r["row"]) for r in result.rows)

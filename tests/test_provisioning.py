@@ -1,0 +1,145 @@
+"""Provisioning in Python: idempotent deploy, updates, complete tear-down, clean lifecycle."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+import zipfile
+
+import pytest
+from botocore.exceptions import ClientError
+
+from provisioning import stack as stack_module
+from provisioning.backends import BackendUnavailable, Endpoint, MinistackBackend, select_backend
+from provisioning.backends.endpoint import ExistingEndpointBackend
+from provisioning.packaging import HANDLER, build_zip, code_sha256
+from provisioning.stack import Stack, StackConfig
+
+
+def scratch_config() -> StackConfig:
+    """A second stack beside the session's, so these tests can change and destroy it."""
+    tag = uuid.uuid4().hex[:8]
+    return StackConfig(
+        bucket=f"scratch-{tag}",
+        table=f"scratch-{tag}",
+        function=f"scratch-{tag}",
+        role=f"scratch-{tag}",
+    )
+
+
+def snapshot(stack: Stack) -> dict:
+    cfg = stack.config
+    function = stack.lambda_.get_function_configuration(FunctionName=cfg.function)
+    notification = stack.s3.get_bucket_notification_configuration(Bucket=cfg.bucket)
+    notification.pop("ResponseMetadata", None)
+    return {
+        "code": function["CodeSha256"],
+        "modified": function["LastModified"],
+        "env": function["Environment"]["Variables"],
+        "notification": notification,
+        "policy": stack.iam.get_role_policy(RoleName=cfg.role, PolicyName=stack_module.POLICY_NAME)[
+            "PolicyDocument"
+        ],
+    }
+
+
+@pytest.mark.e2e
+def test_deploy_twice_changes_nothing(aws_endpoint: Endpoint) -> None:
+    stack = Stack(aws_endpoint, scratch_config())
+    first = stack.deploy()
+    before = snapshot(stack)
+    second = stack.deploy()
+    assert second == first
+    assert snapshot(stack) == before
+    assert before["code"] == code_sha256(build_zip())
+    stack.destroy()
+
+
+@pytest.mark.e2e
+def test_deploy_wires_the_notification_to_the_function(aws_endpoint: Endpoint) -> None:
+    stack = Stack(aws_endpoint, scratch_config())
+    outputs = stack.deploy()
+    config = stack.s3.get_bucket_notification_configuration(Bucket=outputs.bucket)
+    [rule] = config["LambdaFunctionConfigurations"]
+    assert rule["LambdaFunctionArn"] == outputs.function_arn
+    assert rule["Events"] == ["s3:ObjectCreated:*"]
+    assert rule["Filter"]["Key"]["FilterRules"] == [{"Name": "suffix", "Value": ".csv"}]
+    function = stack.lambda_.get_function_configuration(FunctionName=outputs.function)
+    assert function["State"] == "Active" and function["Handler"] == HANDLER
+    assert function["Environment"]["Variables"]["TABLE_NAME"] == outputs.table
+    stack.destroy()
+
+
+@pytest.mark.e2e
+def test_changed_code_and_settings_are_updated(
+    aws_endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = scratch_config()
+    Stack(aws_endpoint, config).deploy()
+
+    original = build_zip()
+    buffer = io.BytesIO(original)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr("csv_pipeline/_changed.py", "CHANGED = True\n")
+    changed = buffer.getvalue()
+    monkeypatch.setattr(stack_module, "build_zip", lambda: changed)
+    updated = StackConfig(**{**config.__dict__, "progress_every": 7})
+    stack = Stack(aws_endpoint, updated)
+    stack.deploy()
+    state = snapshot(stack)
+    assert state["code"] == code_sha256(changed) != code_sha256(original)
+    assert state["env"]["PROGRESS_EVERY"] == "7"
+    stack.destroy()
+
+
+@pytest.mark.e2e
+def test_destroy_removes_everything_and_can_run_twice(aws_endpoint: Endpoint) -> None:
+    stack = Stack(aws_endpoint, scratch_config())
+    stack.deploy()
+    stack.s3.put_object(Bucket=stack.config.bucket, Key="x.txt", Body=b"left behind")
+    stack.destroy()
+    stack.destroy()
+    cfg = stack.config
+    checks = [
+        lambda: stack.s3.head_bucket(Bucket=cfg.bucket),
+        lambda: stack.dynamodb.describe_table(TableName=cfg.table),
+        lambda: stack.lambda_.get_function(FunctionName=cfg.function),
+        lambda: stack.iam.get_role(RoleName=cfg.role),
+    ]
+    for check in checks:
+        with pytest.raises(ClientError):
+            check()
+
+
+def test_lambda_zip_is_reproducible_and_holds_only_the_package() -> None:
+    first, second = build_zip(), build_zip()
+    assert first == second
+    names = zipfile.ZipFile(io.BytesIO(first)).namelist()
+    assert names == sorted(names)
+    assert "csv_pipeline/handler.py" in names
+    assert all(n.startswith("csv_pipeline/") and n.endswith(".py") for n in names)
+
+
+def test_embedded_backend_stops_its_whole_process_group() -> None:
+    backend = MinistackBackend()
+    endpoint = backend.start()
+    process = backend._process
+    assert process is not None
+    assert endpoint.client("s3").list_buckets()["Buckets"] == []
+    backend.stop()
+    backend.stop()  # idempotent
+    assert process.poll() is not None
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)
+
+
+def test_endpoint_backend_without_an_emulator_fails_fast_with_the_fix() -> None:
+    backend = ExistingEndpointBackend("http://127.0.0.1:9", timeout=1)
+    with pytest.raises(BackendUnavailable, match="--aws-endpoint-url"):
+        backend.start()
+
+
+def test_endpoint_backend_needs_a_url() -> None:
+    with pytest.raises(BackendUnavailable, match="needs a URL"):
+        select_backend("endpoint", endpoint_url=None)
