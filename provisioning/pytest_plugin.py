@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -55,8 +56,47 @@ def _selection_summary(config: pytest.Config) -> str:
     return f"aws backend: {selection.backend.name} ({selection.reason}); endpoint: {where}"
 
 
+MARKERS = {
+    "e2e": "runs through S3 -> Lambda -> DynamoDB on the selected AWS backend",
+    "slow": "long-running; not in the default run (select with -m slow)",
+    "container": "needs a Docker engine (container backends)",
+}
+
+_STARTED_MS = pytest.StashKey[int]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return _selection_summary(config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_STARTED_MS] = int(time.time() * 1000) - 1000
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Attach the Lambda's log lines to a failing test that used the pipeline."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    client = getattr(item, "funcargs", {}).get("pipeline")
+    if isinstance(client, PipelineClient):
+        since = item.stash.get(_STARTED_MS, None)
+        lines = client.lambda_log_lines(since_ms=since)
+        title = f"Lambda log ({client.config.log_group})"
+        text = "\n".join(lines) or "(no log lines)"
+        if hasattr(report.longrepr, "addsection"):
+            # Part of the failure itself, so JUnit XML carries it too.
+            report.longrepr.addsection(title, text)
+        else:
+            report.sections.append((title, text))
 
 
 def worker_id(config: pytest.Config) -> str:
