@@ -39,7 +39,7 @@ def format_table(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     rule = "+".join("-" * (w + 2) for w in widths)
 
     def line(values: Sequence[str]) -> str:
-        return "|".join(f" {v:<{w}} " for v, w in zip(values, widths))
+        return "|".join(f" {v:<{w}} " for v, w in zip(values, widths, strict=True))
 
     return "\n".join([line(headers), rule, *(line(c) for c in cells)])
 
@@ -121,6 +121,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_build_image(args: argparse.Namespace) -> int:
+    from .image_build import ImageBuildError, build_image
+
+    try:
+        build_image(args.tag, suite=args.suite, mirror=args.mirror, force=args.force)
+    except ImageBuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BACKEND
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    return bench.command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m provisioning",
@@ -129,13 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def backend_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--backend", choices=BACKEND_NAMES, default="auto",
-                       help="where the emulator comes from (default: auto)")
+        p.add_argument(
+            "--backend",
+            choices=BACKEND_NAMES,
+            default="auto",
+            help="where the emulator comes from (default: auto)",
+        )
         p.add_argument("--endpoint-url", help="emulator URL, for --backend=endpoint")
 
     up = sub.add_parser("up", help="start an emulator with the stack deployed; Ctrl-C stops it")
     backend_options(up)
-    up.add_argument("--port", type=int, help="port for the embedded emulator (default: a free one)")
+    up.add_argument("--port", type=int, help="host port for the emulator (default: a free one)")
     up.set_defaults(func=cmd_up)
 
     for name, func, text in (
@@ -153,6 +174,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
     demo.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
     demo.set_defaults(func=cmd_demo)
+
+    build = sub.add_parser(
+        "build-image",
+        help="build the MiniStack image offline (debootstrap + pip wheels + docker import)",
+    )
+    build.add_argument("--tag", help="image tag (default: the ministack-container backend's image)")
+    build.add_argument("--suite", default="bookworm", help="Debian suite (default: bookworm)")
+    build.add_argument("--mirror", help="Debian mirror (default: $DEBIAN_MIRROR or deb.debian.org)")
+    build.add_argument("--force", action="store_true", help="rebuild even if the tag exists")
+    build.set_defaults(func=cmd_build_image)
+
+    from .bench import add_arguments as bench_arguments
+
+    bench = sub.add_parser(
+        "bench", help="measure raw vs pipeline throughput, Lambda peak RSS and start-up"
+    )
+    backend_options(bench)
+    bench_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

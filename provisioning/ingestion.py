@@ -97,21 +97,26 @@ class PipelineClient:
         """The data rows of the source (``row >= 1``), in row order."""
         return [item for item in self.items(key) if item["row"] != 0]
 
-    def wait(self, key: str, etag: str, timeout: float = 60.0, since_ms: int | None = None) -> Ingestion:
+    def wait(
+        self, key: str, etag: str, timeout: float = 60.0, since_ms: int | None = None
+    ) -> Ingestion:
         """Block until the manifest is final for exactly this ETag."""
         deadline = time.monotonic() + timeout
         delay = 0.05
         manifest = None
         while time.monotonic() < deadline:
             manifest = self.manifest(key)
-            if manifest and manifest.get("etag") == etag and manifest.get("status") in FINAL_STATUSES:
+            if (
+                manifest
+                and manifest.get("etag") == etag
+                and manifest.get("status") in FINAL_STATUSES
+            ):
                 return Ingestion(key=key, etag=etag, manifest=manifest, rows=self.rows(key))
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
         raise IngestionError(
             f"s3://{self.config.bucket}/{key} (etag {etag}) not processed within {timeout:.0f}s; "
-            f"last manifest: {manifest}\n"
-            + self.format_logs(since_ms)
+            f"last manifest: {manifest}\n" + self.format_logs(since_ms)
         )
 
     def ingest(self, key: str, body: bytes, timeout: float = 60.0) -> Ingestion:

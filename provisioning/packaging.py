@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import csv_pipeline
@@ -26,19 +27,33 @@ def lambda_source_dir() -> Path:
     return Path(csv_pipeline.__file__).resolve().parent
 
 
-def build_zip(source: Path | None = None) -> bytes:
-    """Zip every ``.py`` file of the package under its package name."""
+def build_zip(
+    source: Path | None = None, extra_files: Mapping[str, str | bytes] | None = None
+) -> bytes:
+    """Zip every ``.py`` file of the package under its package name.
+
+    ``extra_files`` (zip path -> content) adds files beside the package, e.g.
+    a test-only wrapper module for a variant of the function; the default
+    zip, the one ``deploy`` ships, never has any.
+    """
     package_dir = source or lambda_source_dir()
+    entries: dict[str, bytes] = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        name = f"{package_dir.name}/{path.relative_to(package_dir).as_posix()}"
+        entries[name] = path.read_bytes()
+    for name, content in (extra_files or {}).items():
+        if name in entries:
+            raise ValueError(f"extra file {name!r} would replace a file of the package")
+        entries[name] = content.encode("utf-8") if isinstance(content, str) else content
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(package_dir.rglob("*.py")):
-            if "__pycache__" in path.parts:
-                continue
-            name = f"{package_dir.name}/{path.relative_to(package_dir).as_posix()}"
+        for name in sorted(entries):
             info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, path.read_bytes())
+            archive.writestr(info, entries[name])
     return buffer.getvalue()
 
 

@@ -1,7 +1,9 @@
 """IAM documents for the function: who may assume the role, and what it may do.
 
 Least privilege: read objects of the one bucket, write and query the one
-table, and write its own log group. No ``*`` actions, no ``*`` resources.
+table, write its own log group, and invoke itself (a file longer than one
+invocation's timeout is continued by a follow-up invocation). No ``*``
+actions, no ``*`` resources.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ LAMBDA_TRUST_POLICY: dict[str, Any] = {
 
 
 def function_policy(
-    *, bucket_arn: str, table_arn: str, log_group_arn: str
+    *, bucket_arn: str, table_arn: str, log_group_arn: str, function_arn: str
 ) -> dict[str, Any]:
     """The inline policy of the function's role."""
     return {
@@ -39,10 +41,17 @@ def function_policy(
                 "Action": [
                     "dynamodb:BatchWriteItem",
                     "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
                     "dynamodb:GetItem",
                     "dynamodb:Query",
                 ],
                 "Resource": [table_arn],
+            },
+            {
+                "Sid": "ContinueLongFiles",
+                "Effect": "Allow",
+                "Action": ["lambda:InvokeFunction"],
+                "Resource": [function_arn],
             },
             {
                 "Sid": "WriteOwnLogs",

@@ -94,11 +94,17 @@ class Stack:
         region = self.endpoint.region
         bucket_arn = f"arn:{partition}:s3:::{cfg.bucket}"
         log_group_arn = f"arn:{partition}:logs:{region}:{account}:log-group:{cfg.log_group}"
+        function_arn = f"arn:{partition}:lambda:{region}:{account}:function:{cfg.function}"
 
         self._ensure_bucket()
         table_arn = self._ensure_table()
         role_arn = self._ensure_role(
-            function_policy(bucket_arn=bucket_arn, table_arn=table_arn, log_group_arn=log_group_arn)
+            function_policy(
+                bucket_arn=bucket_arn,
+                table_arn=table_arn,
+                log_group_arn=log_group_arn,
+                function_arn=function_arn,
+            )
         )
         function_arn = self._ensure_function(role_arn)
         self._ensure_permission(function_arn, bucket_arn, account)
@@ -331,7 +337,7 @@ class Stack:
 
 def _settings_differ(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
     current_env = (current.get("Environment") or {}).get("Variables") or {}
-    return (
+    return bool(
         current.get("Runtime") != wanted["Runtime"]
         or current.get("Handler") != wanted["Handler"]
         or current.get("Role") != wanted["Role"]

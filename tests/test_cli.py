@@ -38,7 +38,7 @@ def aws_cli() -> str:
 
 @pytest.mark.e2e
 def test_demo_prints_the_sample_rows() -> None:
-    done = subprocess.run(CLI + ["demo"], capture_output=True, text=True, timeout=120, env=AWS_ENV)
+    done = subprocess.run([*CLI, "demo"], capture_output=True, text=True, timeout=120, env=AWS_ENV)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "COMPLETE: 5 rows written, 0 rejected" in out
@@ -50,7 +50,7 @@ def test_demo_prints_the_sample_rows() -> None:
 def test_demo_exits_nonzero_when_the_file_fails(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"a,a\n1,2\n")
-    done = subprocess.run(CLI + ["demo", str(bad)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*CLI, "demo", str(bad)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "FAILED" in done.stdout and "duplicate column" in done.stderr
 
@@ -60,7 +60,7 @@ def test_seed_aws_cli_commands_work_against_up(tmp_path: Path) -> None:
     aws = aws_cli()
     port = free_port()
     up = subprocess.Popen(
-        CLI + ["up", "--port", str(port)],
+        [*CLI, "up", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -79,15 +79,29 @@ def test_seed_aws_cli_commands_work_against_up(tmp_path: Path) -> None:
         csv_file = tmp_path / "your_file.csv"
         csv_file.write_text("name,age\nAnn,\nBen,40\n")
         subprocess.run(
-            [aws, f"--endpoint-url={endpoint}", "s3", "cp", str(csv_file), "s3://csv-upload-bucket/"],
-            check=True, env=AWS_ENV, capture_output=True, timeout=60,
+            [
+                aws,
+                f"--endpoint-url={endpoint}",
+                "s3",
+                "cp",
+                str(csv_file),
+                "s3://csv-upload-bucket/",
+            ],
+            check=True,
+            env=AWS_ENV,
+            capture_output=True,
+            timeout=60,
         )
         deadline = time.monotonic() + 30
         items: list = []
         while time.monotonic() < deadline:
             scan = subprocess.run(
                 [aws, f"--endpoint-url={endpoint}", "dynamodb", "scan", "--table-name", "csv-data"],
-                check=True, env=AWS_ENV, capture_output=True, text=True, timeout=60,
+                check=True,
+                env=AWS_ENV,
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
             items = json.loads(scan.stdout)["Items"]
             if any(i.get("status", {}).get("S") == "COMPLETE" for i in items):
@@ -111,23 +125,26 @@ def test_seed_aws_cli_commands_work_against_up(tmp_path: Path) -> None:
 def test_deploy_then_destroy_on_an_endpoint() -> None:
     with MinistackBackend() as endpoint:
         args = ["--endpoint-url", str(endpoint.url)]
-        deployed = subprocess.run(CLI + ["deploy", *args], capture_output=True, text=True,
-                                  timeout=120, env=AWS_ENV)
+        deployed = subprocess.run(
+            [*CLI, "deploy", *args], capture_output=True, text=True, timeout=120, env=AWS_ENV
+        )
         assert deployed.returncode == 0, deployed.stderr
         outputs = json.loads(deployed.stdout)
         assert outputs["bucket"] == "csv-upload-bucket" and outputs["table"] == "csv-data"
         assert outputs["function_arn"].endswith(":function:csv-processor")
-        again = subprocess.run(CLI + ["deploy", *args], capture_output=True, text=True,
-                               timeout=120, env=AWS_ENV)
+        again = subprocess.run(
+            [*CLI, "deploy", *args], capture_output=True, text=True, timeout=120, env=AWS_ENV
+        )
         assert json.loads(again.stdout) == outputs
-        destroyed = subprocess.run(CLI + ["destroy", *args], capture_output=True, text=True,
-                                   timeout=120, env=AWS_ENV)
+        destroyed = subprocess.run(
+            [*CLI, "destroy", *args], capture_output=True, text=True, timeout=120, env=AWS_ENV
+        )
         assert destroyed.returncode == 0, destroyed.stderr
         assert endpoint.client("dynamodb").list_tables()["TableNames"] == []
 
 
 def test_bad_usage_exits_2() -> None:
-    done = subprocess.run(CLI + ["up", "--backend", "nope"], capture_output=True, text=True)
+    done = subprocess.run([*CLI, "up", "--backend", "nope"], capture_output=True, text=True)
     assert done.returncode == 2 and "invalid choice" in done.stderr
 
 

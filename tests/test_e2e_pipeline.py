@@ -52,16 +52,30 @@ def test_seed_sample_with_blanks(pipeline: PipelineClient, unique_key: str) -> N
     assert_complete(result, 5)
     assert result.manifest["columns"] == ["name", "age", "email", "city"]
     assert data(result) == [
-        {"row": 1, "name": "Alice Smith", "age": "34", "email": "alice@example.com", "city": "Seattle"},
+        {
+            "row": 1,
+            "name": "Alice Smith",
+            "age": "34",
+            "email": "alice@example.com",
+            "city": "Seattle",
+        },
         {"row": 2, "name": "Bob Jones", "age": None, "email": "bob@example.com", "city": None},
         {"row": 3, "name": "Carol White", "age": "29", "email": None, "city": "Denver"},
-        {"row": 4, "name": "David Brown", "age": "41", "email": "david@example.com", "city": "Austin"},
+        {
+            "row": 4,
+            "name": "David Brown",
+            "age": "41",
+            "email": "david@example.com",
+            "city": "Austin",
+        },
         {"row": 5, "name": "Eve Black", "age": None, "email": None, "city": None},
     ]
     assert all(row["source"] == pipeline.source(unique_key) for row in result.rows)
 
 
-def test_quoted_commas_newlines_and_escaped_quotes(pipeline: PipelineClient, unique_key: str) -> None:
+def test_quoted_commas_newlines_and_escaped_quotes(
+    pipeline: PipelineClient, unique_key: str
+) -> None:
     body = b'id,text\n1,"a, b"\n2,"two\nlines"\n3,"say ""hi"""\n4,"cr\r\nlf"\n'
     result = pipeline.ingest(unique_key, body)
     assert_complete(result, 4)
@@ -85,7 +99,9 @@ def test_utf8_bom_and_unicode(pipeline: PipelineClient, unique_key: str) -> None
     ]
 
 
-def test_values_are_strings_without_type_guessing(pipeline: PipelineClient, unique_key: str) -> None:
+def test_values_are_strings_without_type_guessing(
+    pipeline: PipelineClient, unique_key: str
+) -> None:
     result = pipeline.ingest(unique_key, b"zip,n,flag\n007,1.50,true\n")
     assert data(result) == [{"row": 1, "zip": "007", "n": "1.50", "flag": "true"}]
 
@@ -100,7 +116,9 @@ def test_values_are_strings_without_type_guessing(pipeline: PipelineClient, uniq
         "percent%2Fliteral.csv",
     ],
 )
-def test_object_keys_are_decoded_exactly(pipeline: PipelineClient, key: str, unique_key: str) -> None:
+def test_object_keys_are_decoded_exactly(
+    pipeline: PipelineClient, key: str, unique_key: str
+) -> None:
     full_key = f"{unique_key[:-4]}/{key}"
     result = pipeline.ingest(full_key, b"a\n1\n")
     assert_complete(result, 1)
@@ -126,7 +144,15 @@ def test_header_only_file_completes_with_no_rows(pipeline: PipelineClient, uniqu
         (b"x,row\n1,2\n", "reserved column name"),
         (b'a,b\n1,2\n"bad"quote,3\n', "CSV syntax error in record 2"),
     ],
-    ids=["empty", "latin1", "empty-column", "duplicate-column", "source-column", "row-column", "syntax"],
+    ids=[
+        "empty",
+        "latin1",
+        "empty-column",
+        "duplicate-column",
+        "source-column",
+        "row-column",
+        "syntax",
+    ],
 )
 def test_file_level_failures_are_recorded(
     pipeline: PipelineClient, unique_key: str, body: bytes, reason: str

@@ -70,6 +70,11 @@ class Manifest:
         return item
 
 
+def serialize(value: Any) -> dict[str, Any]:
+    """One Python value as a low-level attribute value."""
+    return dict(_serializer.serialize(value))
+
+
 def read(client: Any, table: str, source: str) -> dict[str, Any] | None:
     """The manifest of ``source`` as plain Python values, or None."""
     response = client.get_item(TableName=table, Key=key_of(source, 0), ConsistentRead=True)

@@ -1,17 +1,18 @@
 """The pure parsing core: CSV text in, DynamoDB items and rejections out.
 
 Nothing here touches AWS, so the whole data contract can be unit-tested and
-property-tested without an emulator. The handler feeds it a text stream that
-wraps S3's streaming body; this module only ever holds one record at a time.
+property-tested without an emulator. The handler feeds it S3's streaming body
+through :class:`LineReader`; this module only ever holds one record at a time.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 #: Attribute names taken by the table's key; a CSV column may not use them.
 RESERVED_COLUMNS = frozenset({"source", "row"})
@@ -25,7 +26,7 @@ MAX_ITEM_BYTES = 400 * 1024
 FIELD_SIZE_LIMIT = 4 * 1024 * 1024
 
 #: Low-level DynamoDB attribute value, e.g. ``{"S": "x"}`` or ``{"NULL": True}``.
-AttributeValue = dict[str, Union[str, bool]]
+AttributeValue = dict[str, str | bool]
 Item = dict[str, AttributeValue]
 
 
@@ -53,7 +54,7 @@ class Rejection:
     reason: str
 
 
-Outcome = Union[Record, Rejection]
+Outcome = Record | Rejection
 
 
 def open_text(body: BinaryIO) -> io.TextIOWrapper:
@@ -61,8 +62,75 @@ def open_text(body: BinaryIO) -> io.TextIOWrapper:
 
     ``utf-8-sig`` strips a leading BOM and nothing else; ``newline=""`` hands
     CR/LF to the csv module untouched so quoted newlines round-trip exactly.
+    :class:`LineReader` yields the same lines and also knows its byte offset.
     """
     return io.TextIOWrapper(body, encoding="utf-8-sig", errors="strict", newline="")
+
+
+class LineReader:
+    """The lines of a UTF-8 byte stream, plus how many bytes they took.
+
+    Yields exactly what :func:`open_text` yields (lines end in ``\n``, ``\r``
+    or ``\r\n``, untranslated; a BOM at offset 0 is dropped; invalid UTF-8
+    raises ``UnicodeDecodeError``), and keeps :attr:`offset`: the position in
+    the object just past the last line handed out. The csv reader pulls lines
+    only as a record needs them, so right after a record is yielded ``offset``
+    is where the next record starts — a checkpoint that a later invocation
+    resumes from with a ranged GET instead of re-reading the file.
+
+    Each line is decoded on its own: a line break byte never occurs inside a
+    multi-byte UTF-8 sequence, so no character is ever split, and a decoding
+    error points at the exact line.
+    """
+
+    def __init__(self, body: BinaryIO, *, offset: int = 0, chunk_size: int = 64 * 1024) -> None:
+        self._body = body
+        self._chunk_size = chunk_size
+        #: Absolute position in the object of the next byte to be consumed.
+        self.offset = offset
+
+    def __iter__(self) -> Iterator[str]:
+        read, size = self._body.read, self._chunk_size
+        pending: list[bytes] = []  # pieces of a line whose end has not arrived yet
+        if self.offset == 0:
+            head = b""
+            while len(head) < len(codecs.BOM_UTF8):
+                data = read(size)
+                if not data:
+                    break
+                head += data
+            if head.startswith(codecs.BOM_UTF8):
+                head = head[len(codecs.BOM_UTF8) :]
+                self.offset = len(codecs.BOM_UTF8)
+            if head:
+                pending.append(head)
+        offset = self.offset
+        while True:
+            data = read(size)
+            if not data:
+                break
+            if b"\n" not in data and b"\r" not in data:
+                pending.append(data)
+                continue
+            if pending:
+                pending.append(data)
+                data = b"".join(pending)
+                pending = []
+            lines = data.splitlines(keepends=True)
+            # The last piece is complete only if it ends in \n: one ending in
+            # \r may be the first half of a \r\n split across two reads.
+            if not lines[-1].endswith(b"\n"):
+                pending.append(lines.pop())
+            for line in lines:
+                offset += len(line)
+                self.offset = offset
+                yield line.decode("utf-8")
+        if pending:
+            rest = b"".join(pending)
+            for line in rest.splitlines(keepends=True):
+                offset += len(line)
+                self.offset = offset
+                yield line.decode("utf-8")
 
 
 def validate_header(columns: list[str]) -> None:
@@ -112,7 +180,7 @@ def key_of(source: str, row: int) -> Item:
 def to_item(source: str, row: int, columns: list[str], cells: list[str]) -> Item:
     """Build the item: every column an attribute, blanks as NULL, no type guessing."""
     item = key_of(source, row)
-    for name, cell in zip(columns, cells):
+    for name, cell in zip(columns, cells, strict=False):
         item[name] = {"NULL": True} if cell == "" else {"S": cell}
     return item
 
@@ -123,20 +191,41 @@ class CsvDocument:
     Iterating yields a :class:`Record` or :class:`Rejection` for each record
     after the header, numbered from 1. Completely empty lines are not records.
     Any problem that spoils the whole file raises :class:`FileRejected`.
+
+    To continue a document from a checkpoint, pass the text from that point
+    on plus the ``columns`` and the ``records_seen`` / ``lines_seen`` counts
+    at the checkpoint: numbering and error messages carry on as if the file
+    had been read in one pass.
     """
 
-    def __init__(self, text: Iterable[str], source: str) -> None:
+    def __init__(
+        self,
+        text: Iterable[str],
+        source: str,
+        *,
+        columns: list[str] | None = None,
+        records_seen: int = 0,
+        lines_seen: int = 0,
+    ) -> None:
         csv.field_size_limit(FIELD_SIZE_LIMIT)
         self.source = source
         # strict=True turns malformed quoting into an error instead of
         # silently gluing stray quotes into values.
         self._reader = csv.reader(text, strict=True)
-        self.records_seen = 0
-        header = self._next_nonblank()
-        if header is None:
-            raise FileRejected("object is empty: no header line")
-        validate_header(header)
-        self.columns: list[str] = header
+        self.records_seen = records_seen
+        self._lines_before = lines_seen
+        if columns is None:
+            header = self._next_nonblank()
+            if header is None:
+                raise FileRejected("object is empty: no header line")
+            columns = header
+        validate_header(columns)
+        self.columns: list[str] = columns
+
+    @property
+    def lines_seen(self) -> int:
+        """Physical lines consumed so far (quoted line breaks included)."""
+        return self._lines_before + self._reader.line_num
 
     def _next_nonblank(self) -> list[str] | None:
         while True:
@@ -148,20 +237,27 @@ class CsvDocument:
                 raise FileRejected(
                     f"object is not valid UTF-8: byte 0x{exc.object[exc.start]:02x} "
                     f"cannot be decoded (after record {self.records_seen}, "
-                    f"line {self._reader.line_num + 1})"
+                    f"line {self.lines_seen + 1})"
                 ) from exc
             except csv.Error as exc:
                 raise FileRejected(
                     f"CSV syntax error in record {self.records_seen + 1} "
-                    f"(line {self._reader.line_num}): {exc}"
+                    f"(line {self.lines_seen}): {exc}"
                 ) from exc
             if cells:
                 return cells
 
     def __iter__(self) -> Iterator[Outcome]:
-        width = len(self.columns)
+        columns, source = self.columns, self.source
+        width = len(columns)
+        # Most rows are far below the item limit: an upper bound on their size
+        # (UTF-8 takes at most 4 bytes a character) settles them without
+        # encoding every cell; only rows near the limit are measured exactly.
+        fixed = item_size(key_of(source, 0)) + 20 + sum(len(c.encode("utf-8")) + 1 for c in columns)
+        roomy = MAX_ITEM_BYTES - fixed
+        next_nonblank = self._next_nonblank
         while True:
-            cells = self._next_nonblank()
+            cells = next_nonblank()
             if cells is None:
                 return
             self.records_seen += 1
@@ -169,17 +265,18 @@ class CsvDocument:
             if len(cells) != width:
                 yield Rejection(row, f"has {len(cells)} fields, header has {width}")
                 continue
-            item = to_item(self.source, row, self.columns, cells)
-            size = item_size(item)
-            if size > MAX_ITEM_BYTES:
-                yield Rejection(
-                    row, f"item is {size} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte limit"
-                )
-                continue
+            item = to_item(source, row, columns, cells)
+            if 4 * sum(map(len, cells)) > roomy:
+                size = item_size(item)
+                if size > MAX_ITEM_BYTES:
+                    yield Rejection(
+                        row, f"item is {size} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte limit"
+                    )
+                    continue
             yield Record(row, item)
 
 
 def parse_bytes(data: bytes, source: str) -> tuple[list[str], list[Outcome]]:
-    """Parse a whole in-memory document; a convenience for tests and tools."""
-    document = CsvDocument(open_text(io.BytesIO(data)), source)
+    """Parse a whole in-memory document the way the handler reads an object."""
+    document = CsvDocument(LineReader(io.BytesIO(data)), source)
     return document.columns, list(document)

@@ -3,30 +3,89 @@
 BatchWriteItem takes at most 25 requests and may hand some back as
 ``UnprocessedItems`` when the table is throttled; those are resent with
 exponential backoff until they go through or the attempts run out, at which
-point an exception is raised (never a silent partial write).
+point an exception is raised (never a silent partial write). A whole request
+that fails the same way — throttled, a 5xx, a dropped connection or a
+timeout — is resent under the same backoff: puts and deletes of whole items
+are idempotent, so sending one twice is harmless.
+
+With ``max_in_flight > 1`` batches are sent from a small thread pool while
+the caller keeps parsing, so reading the file and the table's latency
+overlap. The number of batches in flight is bounded (the caller blocks when
+all slots are busy), which keeps memory flat however long the file is.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
+
+from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
 from .parsing import Item
 
 BATCH_LIMIT = 25
+
+#: Error codes DynamoDB uses for "slow down", retried like UnprocessedItems.
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "Throttling",
+        "TooManyRequestsException",
+    }
+)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether a failed BatchWriteItem may simply be sent again."""
+    if isinstance(error, (ConnectionError, HTTPClientError)):
+        return True
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return code in THROTTLING_CODES or int(status or 0) >= 500
+    return False
 
 
 class UnprocessedItemsError(RuntimeError):
     """DynamoDB kept returning UnprocessedItems after every retry."""
 
 
+class OutOfTime(RuntimeError):
+    """A request could not be sent, or resent after backoff, before ``give_up_at``."""
+
+
 class BatchWriter:
     """Collects put and delete requests and sends them 25 at a time.
 
-    Use as a context manager so the last partial batch is flushed; an
-    exception inside the block skips the flush (the caller records FAILED).
+    Use as a context manager so the last partial batch is flushed. An
+    exception inside the block skips that flush but still waits for the
+    batches already in flight, so nothing this writer sent is still on its
+    way once the block has been left (callers rely on that to hand a source
+    over to another invocation).
+
+    ``before_send`` runs before every request (first attempt and resends);
+    raising from it stops the writer. The handler uses it to make sure it
+    still owns the source before it writes. Past ``give_up_at`` (monotonic
+    time) no request is sent and no backoff is slept: :class:`OutOfTime` is
+    raised instead, so a caller with a deadline can stop cleanly.
+
+    With ``max_in_flight > 1`` batches may be applied in any order: never
+    write the same key twice through one writer.
+
+    ``snapshot`` (optional) is called as each batch is sent, to capture the
+    caller's position after the batch's last request; :meth:`durable` then
+    answers the latest snapshot up to which every batch has been written,
+    so progress can be recorded without stopping to drain the batches in
+    flight.
+
+    An error in a background send is raised by the next ``put``/``delete``/
+    ``flush`` of the caller's thread.
     """
 
     def __init__(
@@ -34,57 +93,168 @@ class BatchWriter:
         client: Any,
         table: str,
         *,
+        max_in_flight: int = 1,
         max_attempts: int = 10,
         base_delay: float = 0.05,
         max_delay: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
+        before_send: Callable[[], None] | None = None,
+        give_up_at: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        snapshot: Callable[[], Any] | None = None,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self._client = client
         self._table = table
         self._max_attempts = max_attempts
         self._base_delay = base_delay
         self._max_delay = max_delay
         self._sleep = sleep
+        self._before_send = before_send
+        self._give_up_at = give_up_at
+        self._clock = clock
         self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._in_flight: set[Future[None]] = set()
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._pool = (
+            ThreadPoolExecutor(max_in_flight, thread_name_prefix="batch-writer")
+            if max_in_flight > 1
+            else None
+        )
+        self._snapshot = snapshot
+        self._sent = 0  # batches handed to _send so far
+        self._finished: set[int] = set()  # batch numbers written, past the durable one
+        self._durable = -1  # every batch up to this number is written
+        self._snapshots: dict[int, Any] = {}
         self.requests_sent = 0
         self.retries = 0
 
     def put(self, item: Item) -> None:
-        self._add({"PutRequest": {"Item": item}})
+        self._pending.append({"PutRequest": {"Item": item}})
+        if len(self._pending) >= BATCH_LIMIT:
+            self._dispatch()
 
     def delete(self, key: Item) -> None:
-        self._add({"DeleteRequest": {"Key": key}})
-
-    def _add(self, request: dict[str, Any]) -> None:
-        self._pending.append(request)
+        self._pending.append({"DeleteRequest": {"Key": key}})
         if len(self._pending) >= BATCH_LIMIT:
-            self.flush()
+            self._dispatch()
 
     def flush(self) -> None:
-        """Send every pending request, resending whatever DynamoDB hands back."""
+        """Send every pending request and wait until all of them are written."""
         while self._pending:
-            batch, self._pending = self._pending[:BATCH_LIMIT], self._pending[BATCH_LIMIT:]
+            self._dispatch()
+        self._wait_in_flight()
+        self._raise_error()
+
+    def durable(self) -> Any:
+        """The snapshot taken with the last batch up to which all are written (or None)."""
+        with self._lock:
+            return self._snapshots.get(self._durable)
+
+    def _dispatch(self) -> None:
+        self._raise_error()
+        batch, self._pending = self._pending[:BATCH_LIMIT], self._pending[BATCH_LIMIT:]
+        number, self._sent = self._sent, self._sent + 1
+        if self._snapshot is not None:
+            snapshot = self._snapshot()
+            with self._lock:
+                self._snapshots[number] = snapshot
+        if self._pool is None:
             self._send(batch)
+            self._written(number)
+            return
+        self._slots.acquire()
+        try:
+            future = self._pool.submit(self._send, batch)
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            self._in_flight.add(future)
+        future.add_done_callback(lambda done: self._done(done, number))
+
+    def _written(self, number: int) -> None:
+        with self._lock:
+            self._finished.add(number)
+            while self._durable + 1 in self._finished:
+                self._finished.discard(self._durable + 1)
+                self._snapshots.pop(self._durable, None)
+                self._durable += 1
+
+    def _done(self, future: Future[None], number: int) -> None:
+        error = future.exception()
+        if error is None:
+            self._written(number)
+        with self._lock:
+            self._in_flight.discard(future)
+            if error is not None and self._error is None:
+                self._error = error
+        self._slots.release()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _wait_in_flight(self) -> None:
+        while True:
+            with self._lock:
+                futures = list(self._in_flight)
+            if not futures:
+                return
+            # Errors are recorded by _done and raised in the caller's thread.
+            wait(futures)
 
     def _send(self, batch: list[dict[str, Any]]) -> None:
         requests = {self._table: batch}
         for attempt in range(self._max_attempts):
-            response = self._client.batch_write_item(RequestItems=requests)
-            self.requests_sent += 1
-            requests = response.get("UnprocessedItems") or {}
-            if not requests:
-                return
-            self.retries += 1
-            delay = min(self._max_delay, self._base_delay * (2**attempt))
-            self._sleep(random.uniform(delay / 2, delay))
+            self._check_time(0.0)
+            if self._before_send is not None:
+                self._before_send()
+            last = attempt == self._max_attempts - 1
+            try:
+                response = self._client.batch_write_item(RequestItems=requests)
+            except Exception as exc:
+                if last or not is_retryable(exc):
+                    raise
+                with self._lock:
+                    self.retries += 1
+            else:
+                requests = response.get("UnprocessedItems") or {}
+                with self._lock:
+                    self.requests_sent += 1
+                    if requests:
+                        self.retries += 1
+                if not requests:
+                    return
+            if not last:
+                delay = min(self._max_delay, self._base_delay * (2**attempt))
+                delay = random.uniform(delay / 2, delay)
+                self._check_time(delay)
+                self._sleep(delay)
         left = sum(len(v) for v in requests.values())
         raise UnprocessedItemsError(
             f"{left} write request(s) still unprocessed after {self._max_attempts} attempts"
         )
 
+    def _check_time(self, delay: float) -> None:
+        if self._give_up_at is not None and self._clock() + delay >= self._give_up_at:
+            raise OutOfTime("out of time for writing: the invocation's deadline is near")
+
+    def close(self) -> None:
+        """Wait for the batches in flight and stop the threads (pending ones are dropped)."""
+        self._wait_in_flight()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
     def __enter__(self) -> BatchWriter:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
-            self.flush()
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            self.close()

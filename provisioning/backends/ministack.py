@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -78,9 +79,19 @@ class MinistackBackend(Backend):
             **self.extra_env,
         }
         # The server's own AWS settings must not leak into it (it resolves
-        # Lambda's endpoint itself); keep only the fake credentials.
-        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-            env.pop(name, None)
+        # Lambda's endpoint itself), nor the host's credentials: the server
+        # hands its AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN to every Lambda
+        # it runs. Without them it uses its own dummy ones.
+        for name in (
+            "AWS_ENDPOINT_URL",
+            "AWS_PROFILE",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_SECURITY_TOKEN",
+        ):
+            if name not in self.extra_env:
+                env.pop(name, None)
         with open(self._workdir / "ministack.log", "wb") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "ministack"],
@@ -130,7 +141,5 @@ class MinistackBackend(Backend):
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -1,0 +1,74 @@
+"""The ``ministack-container`` backend: the MiniStack image in Docker.
+
+Same emulator as the embedded backend, isolated in a container (a fresh
+filesystem per session, nothing installed on the host but Docker). The image
+tag follows the pinned ``ministack`` package so the container and the
+embedded emulator behave alike; ``python -m provisioning build-image`` builds
+that tag without a registry. Lambdas run in the container's own Python
+(MiniStack's local executor), so no Docker socket is mounted.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+
+from .base import BackendUnavailable
+from .container import ContainerBackend, ContainerSpec
+from .ministack import SERVICES
+
+IMAGE_REPOSITORY = "ministackorg/ministack"
+GATEWAY_PORT = 4566
+HEALTH_PATH = "/_ministack/health"
+#: This project's distribution, whose ``test`` extra pins ministack.
+PROJECT_DISTRIBUTION = "csv-pipeline-harness"
+
+
+def ministack_version() -> str:
+    """The pinned ministack version: the installed package's, else the project's pin."""
+    try:
+        return metadata.version("ministack")
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        requirements = metadata.requires(PROJECT_DISTRIBUTION) or []
+    except metadata.PackageNotFoundError:
+        requirements = []
+    for requirement in requirements:
+        match = re.match(r"ministack\s*==\s*([\w.]+)", requirement)
+        if match:
+            return match.group(1)
+    raise BackendUnavailable(
+        "cannot tell which MiniStack image to run: install the project (pip install -e '.[test]') "
+        "or name the image with --ministack-image / MINISTACK_IMAGE"
+    )
+
+
+def default_image() -> str:
+    return f"{IMAGE_REPOSITORY}:{ministack_version()}"
+
+
+class MinistackContainerBackend(ContainerBackend):
+    name = "ministack-container"
+    image_env = "MINISTACK_IMAGE"
+    image_fix = (
+        "Build it without a registry: python -m provisioning build-image; or pull it where a "
+        "registry is reachable; or name another tag with --ministack-image / MINISTACK_IMAGE"
+    )
+
+    @classmethod
+    def default_image(cls) -> str:
+        return default_image()
+
+    def spec(self) -> ContainerSpec:
+        return ContainerSpec(
+            image=self.image,
+            port=GATEWAY_PORT,
+            health_path=HEALTH_PATH,
+            env={
+                "GATEWAY_PORT": str(GATEWAY_PORT),
+                "MINISTACK_REGION": self.region,
+                "SERVICES": SERVICES,
+                "LAMBDA_EXECUTOR": "local",
+            },
+        )

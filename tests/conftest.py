@@ -1,0 +1,48 @@
+"""Hypothesis profiles for the property suite, and the ``slow`` marker's opt-in.
+
+Profiles (``--hypothesis-profile NAME`` or ``HYPOTHESIS_PROFILE=NAME``; ``ci``
+when ``CI`` is set, else ``dev``). ``max_examples`` is the end-to-end budget;
+the parsing-core properties run a fixed multiple of it.
+
+* ``dev``: 50 examples per end-to-end property (25 re-upload pairs, 6 per
+  defect, 3 uploads of 10,000 rows), about 2,250 for the parsing core.
+* ``ci``: four times that, and the seed of any failure printed
+  (``print_blob``) so it can be replayed with ``@reproduce_failure``.
+* ``thorough``: twenty times ``dev``, plus the ``slow`` tests (1,000,000 rows).
+
+Deadlines are set per test (see the test modules): none for anything that
+waits on the emulator, whose latency is not the code under test; 2 s for the
+CPU-bound parsing properties. No health check is suppressed: generating a
+document stays cheap even where running the example is slow, and
+``HealthCheck.too_slow`` only measures generation.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import settings
+
+settings.register_profile("dev", max_examples=50)
+settings.register_profile("ci", max_examples=200, print_blob=True)
+settings.register_profile("thorough", max_examples=1000, print_blob=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
+
+THOROUGH = "thorough"
+
+
+def _profile(config: pytest.Config) -> str | None:
+    return config.getoption("--hypothesis-profile", None) or os.environ.get("HYPOTHESIS_PROFILE")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave ``slow`` tests out unless ``-m`` names them or the thorough profile is on."""
+    if "slow" in (config.getoption("-m") or "") or _profile(config) == THOROUGH:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+        config.hook.pytest_deselected(items=slow)

@@ -1,0 +1,148 @@
+"""Test-only wrapper of the CSV Lambda that injects one kind of fault per object.
+
+Never part of the function users deploy: ``tests/test_faults.py`` deploys a
+separate function (its own bucket, table and names) whose zip adds this
+module beside ``csv_pipeline`` and whose handler is
+``fault_injection.lambda_handler``. The object key chooses the fault,
+``faults/<fault>/<anything>``:
+
+* ``crash-after-<n>`` — the process dies just before its n-th row write request;
+* ``hang-after-<n>`` — its n-th request never returns, so the function times out;
+* ``getobject`` — GetObject fails with a 500 InternalError;
+* ``throttle`` — a burst of throttling: for the first 30 row write calls of
+  an invocation, DynamoDB hands back half of the requests of every other call
+  as UnprocessedItems and rejects every fourth call as throttled.
+
+Crashes, hangs and GetObject failures happen once per object version: a
+marker object created with ``If-None-Match: *`` under ``fault-markers/``
+remembers them across processes, so Lambda's retry meets a healthy function
+(and the test can see that the fault really happened). Throttling happens on
+every attempt.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote_plus
+
+from botocore.exceptions import ClientError
+
+from csv_pipeline import handler, wire
+
+MARKERS = "fault-markers"
+
+_real_batch_write = wire.PreSerializedBatchWriter.batch_write_item
+
+
+def marker_key(fault: str, etag: str, key: str) -> str:
+    return f"{MARKERS}/{fault}/{etag}/{key}.marker"
+
+
+def _first_time(bucket: str, fault: str, etag: str, key: str) -> bool:
+    """True exactly once per (fault, object version), whatever process asks."""
+    try:
+        handler._client("s3").put_object(
+            Bucket=bucket, Key=marker_key(fault, etag, key), Body=b"", IfNoneMatch="*"
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+            return False
+        raise
+    return True
+
+
+def _error(code: str, status: int, operation: str) -> ClientError:
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": f"injected {code}"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        },
+        operation,
+    )
+
+
+def _patch_writes(wrapper: Callable[..., dict[str, Any]]) -> Callable[[], None]:
+    wire.PreSerializedBatchWriter.batch_write_item = wrapper  # type: ignore[method-assign]
+
+    def undo() -> None:
+        wire.PreSerializedBatchWriter.batch_write_item = _real_batch_write  # type: ignore[method-assign]
+
+    return undo
+
+
+def _install(fault: str, bucket: str, key: str, etag: str) -> Callable[[], None]:
+    """Arm ``fault`` for this invocation; return what disarms it."""
+    calls = 0
+    lock = threading.Lock()
+
+    def count() -> int:
+        nonlocal calls
+        with lock:
+            calls += 1
+            return calls
+
+    if fault.startswith(("crash-after-", "hang-after-")):
+        kind, n = fault.split("-after-")[0], int(fault.split("-after-")[1])
+
+        def dying(self: Any, RequestItems: dict[str, Any]) -> dict[str, Any]:
+            if count() == n and _first_time(bucket, fault, etag, key):
+                print(f"FAULT {fault}: {kind} before write request {n}", flush=True)
+                if kind == "crash":
+                    os._exit(1)
+                time.sleep(3600)
+            return _real_batch_write(self, RequestItems=RequestItems)
+
+        return _patch_writes(dying)
+
+    if fault == "throttle":
+
+        def throttling(self: Any, RequestItems: dict[str, Any]) -> dict[str, Any]:
+            call = count()
+            if call > 30:
+                return _real_batch_write(self, RequestItems=RequestItems)
+            if call % 4 == 0:
+                raise _error("ProvisionedThroughputExceededException", 400, "BatchWriteItem")
+            [(table, requests)] = RequestItems.items()
+            if call % 2 == 0 or len(requests) < 2:
+                return _real_batch_write(self, RequestItems=RequestItems)
+            half = len(requests) // 2
+            response = _real_batch_write(self, RequestItems={table: requests[:half]})
+            unprocessed = response.get("UnprocessedItems") or {}
+            handed_back = list(unprocessed.get(table, [])) + requests[half:]
+            return {**response, "UnprocessedItems": {table: handed_back}}
+
+        return _patch_writes(throttling)
+
+    if fault == "getobject":
+        events = handler._client("s3").meta.events
+
+        def failing_get(**_: Any) -> None:
+            if _first_time(bucket, fault, etag, key):
+                print(f"FAULT {fault}: GetObject fails", flush=True)
+                raise _error("InternalError", 500, "GetObject")
+
+        events.register("before-call.s3.GetObject", failing_get, unique_id="fault-getobject")
+        return lambda: events.unregister("before-call.s3.GetObject", unique_id="fault-getobject")
+
+    return lambda: None
+
+
+def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """The product handler, with the fault its object key asks for."""
+    record = (event.get("Records") or [{}])[0]
+    s3 = record.get("s3") or {}
+    bucket = (s3.get("bucket") or {}).get("name", "")
+    obj = s3.get("object") or {}
+    key = unquote_plus(obj.get("key", ""))
+    etag = (obj.get("eTag") or "").strip('"')
+    parts = key.split("/")
+    fault = parts[1] if len(parts) > 2 and parts[0] == "faults" else ""
+    undo = _install(fault, bucket, key, etag)
+    try:
+        return handler.lambda_handler(event, context)
+    finally:
+        undo()

@@ -1,0 +1,321 @@
+"""The data contract as a pure function: document model in, expected table state out.
+
+:func:`expected_state` reads only the model a strategy generated (header,
+rows, defect), never the bytes the pipeline was given, and does no I/O. It
+restates the contract independently of the Lambda's code:
+
+* data rows are numbered 1.. by CSV record after the header; blank lines are
+  not records;
+* every header column is an attribute: the cell's text, or NULL (``None``)
+  when the cell is ``""``; no type guessing;
+* a record whose field count differs from the header's, or whose item would
+  exceed 400 KB, is rejected: no item, listed in the manifest (first 100);
+* an unusable object (not UTF-8, no header, empty/duplicate/reserved column
+  names, CSV syntax error) is FAILED with an error and no rows.
+
+:func:`differences` compares that with what was observed (the parsing core's
+output or the table after an ingestion) and says what differs, row by row and
+attribute by attribute.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from strategies import (
+    ITEM_LIMIT_BYTES,
+    RESERVED_NAMES,
+    AnyDocument,
+    CorruptDocument,
+    Document,
+    FileDefect,
+    Promise,
+)
+
+#: How many rejections the manifest lists; its count is always exact.
+LISTED_REJECTIONS = 100
+
+#: Generated items are kept this far from the limit on either side, where
+#: DynamoDB's own size arithmetic (numbers are "approximately" sized) cannot
+#: tip the outcome.
+_SIZE_MARGIN = 1024
+
+Value = str | int | None
+Item = dict[str, Value]
+
+
+@dataclass(frozen=True)
+class ExpectedRejection:
+    """A record the contract rejects, and the facts its reason must state."""
+
+    row: int
+    cause: str  # "field count" | "item size"
+    facts: tuple[str, ...]
+
+    def explained_by(self, reason: object) -> bool:
+        """The recorded reason names the cause: the field counts, or the size limit."""
+        if not isinstance(reason, str) or not reason.strip():
+            return False
+        if self.cause == "field count":
+            numbers = re.findall(r"\d+", reason)
+            return all(fact in numbers for fact in self.facts)
+        return "byte" in reason.lower() or "kb" in reason.lower()
+
+
+@dataclass(frozen=True)
+class ExpectedFailure:
+    """Why the whole object is refused; the recorded error must name one of ``keywords``."""
+
+    causes: tuple[str, ...]
+    keywords: tuple[str, ...]
+
+    def explained_by(self, error: object) -> bool:
+        return isinstance(error, str) and any(k in error.lower() for k in self.keywords)
+
+
+@dataclass(frozen=True)
+class ExpectedState:
+    """The table state for one source once its manifest is final."""
+
+    source: str
+    status: str  # "COMPLETE" | "FAILED"
+    columns: tuple[str, ...] | None
+    items: tuple[Item, ...]
+    rejections: tuple[ExpectedRejection, ...]
+    failure: ExpectedFailure | None
+
+    @property
+    def rows_written(self) -> int:
+        return len(self.items)
+
+    @property
+    def rows_rejected(self) -> int:
+        return len(self.rejections)
+
+    def keeps(self, promise: Promise) -> bool:
+        """Whether this state is the outcome a strategy promised for its defect."""
+        if promise == "FAILED":
+            return self.status == "FAILED"
+        return self.status == "COMPLETE" and self.rows_rejected > 0
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What was actually produced, in the oracle's terms (see the test modules)."""
+
+    status: object
+    columns: Sequence[str] | None
+    items: Sequence[Mapping[str, object]]
+    rows_written: object
+    rows_rejected: object
+    rejected: Sequence[tuple[object, object]]  # (row, reason) as listed
+    error: object
+
+
+_FILE_DEFECTS = {
+    FileDefect.NO_HEADER: ExpectedFailure(("no header",), ("empty", "header")),
+    FileDefect.NOT_UTF8: ExpectedFailure(("not UTF-8",), ("utf-8", "utf8", "decode")),
+    FileDefect.CSV_SYNTAX: ExpectedFailure(("CSV syntax error",), ("csv", "syntax")),
+}
+
+
+def header_failure(header: Sequence[str]) -> ExpectedFailure | None:
+    """What makes a header unusable, if anything (several problems may apply)."""
+    causes: list[str] = []
+    keywords: list[str] = []
+    if "" in header:
+        causes.append("empty column name")
+        keywords.append("empty")
+    reserved = [name for name in RESERVED_NAMES if name in header]
+    if reserved:
+        causes.append(f"reserved column name(s) {reserved}")
+        keywords.extend(["reserved", *reserved])
+    if len(set(header)) != len(header):
+        causes.append("duplicate column names")
+        keywords.append("duplicate")
+    if not causes:
+        return None
+    return ExpectedFailure(tuple(causes), tuple(keywords))
+
+
+def item_size(item: Mapping[str, Value]) -> int:
+    """DynamoDB's item size: UTF-8 names and strings, 1 byte per NULL.
+
+    A number is counted as its digits plus one, an upper bound of DynamoDB's
+    "about one byte per two digits, plus one"; :data:`_SIZE_MARGIN` covers the
+    difference.
+    """
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode("utf-8"))
+        if value is None:
+            size += 1
+        elif isinstance(value, int):
+            size += len(str(value)) + 1
+        else:
+            size += len(value.encode("utf-8"))
+    return size
+
+
+def _failed(source: str, failure: ExpectedFailure) -> ExpectedState:
+    return ExpectedState(source, "FAILED", None, (), (), failure)
+
+
+def expected_state(document: AnyDocument, source: str) -> ExpectedState:
+    """The table state the contract promises for ``document`` ingested as ``source``."""
+    if isinstance(document, CorruptDocument):
+        return _failed(source, _FILE_DEFECTS[document.defect])
+    assert isinstance(document, Document)
+    failure = header_failure(document.header)
+    if failure is not None:
+        return _failed(source, failure)
+    header = document.header
+    width = len(header)
+    items: list[Item] = []
+    rejections: list[ExpectedRejection] = []
+    row = 0
+    for cells in document.records:
+        if not cells:  # a blank line: not a record
+            continue
+        row += 1
+        if len(cells) != width:
+            rejections.append(ExpectedRejection(row, "field count", (str(len(cells)), str(width))))
+            continue
+        item: Item = {"source": source, "row": row}
+        item.update(
+            (name, str(cell) if cell != "" else None)
+            for name, cell in zip(header, cells, strict=True)
+        )
+        size = item_size(item)
+        if abs(size - ITEM_LIMIT_BYTES) <= _SIZE_MARGIN:
+            raise ValueError(
+                f"row {row}: a {size}-byte item is too close to the {ITEM_LIMIT_BYTES}-byte "
+                "limit for one expected outcome; the strategy must not generate it"
+            )
+        if size > ITEM_LIMIT_BYTES:
+            rejections.append(ExpectedRejection(row, "item size", (str(size),)))
+            continue
+        items.append(item)
+    return ExpectedState(source, "COMPLETE", header, tuple(items), tuple(rejections), None)
+
+
+# -- comparison ---------------------------------------------------------------
+
+#: How many differences of each kind a report shows.
+_SHOWN = 5
+
+
+def _clip(value: object, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+def _rows_by_number(
+    items: Sequence[Mapping[str, object]], what: str, out: list[str]
+) -> dict[object, Mapping[str, object]]:
+    rows: dict[object, Mapping[str, object]] = {}
+    for item in items:
+        number = item.get("row")
+        if number in rows:
+            out.append(f"{what} has row {number!r} twice")
+        rows[number] = item
+    return rows
+
+
+def item_differences(
+    expected: Sequence[Mapping[str, object]], actual: Sequence[Mapping[str, object]]
+) -> list[str]:
+    """Missing, extra and altered rows and attributes (a few of each, with counts)."""
+    out: list[str] = []
+    want = _rows_by_number(expected, "expectation", out)
+    got = _rows_by_number(actual, "table", out)
+    missing = [row for row in want if row not in got]
+    extra = [row for row in got if row not in want]
+    if missing:
+        out.append(
+            f"{len(missing)} row(s) missing, e.g. {missing[:_SHOWN]}: "
+            + "; ".join(_clip(want[r]) for r in missing[:2])
+        )
+    if extra:
+        out.append(
+            f"{len(extra)} unexpected row(s), e.g. {extra[:_SHOWN]}: "
+            + "; ".join(_clip(got[r]) for r in extra[:2])
+        )
+    altered = 0
+    for row, item in want.items():
+        other = got.get(row)
+        if other is None or other == item:
+            continue
+        altered += 1
+        if altered > _SHOWN:
+            continue
+        for name in item.keys() - other.keys():
+            out.append(f"row {row}: attribute {name!r} missing (expected {_clip(item[name])})")
+        for name in other.keys() - item.keys():
+            out.append(f"row {row}: unexpected attribute {name!r} = {_clip(other[name])}")
+        for name in item.keys() & other.keys():
+            if item[name] != other[name] or type(item[name]) is not type(other[name]):
+                out.append(
+                    f"row {row}: {name!r} is {_clip(other[name])}, expected {_clip(item[name])}"
+                )
+    if altered > _SHOWN:
+        out.append(f"... {altered} altered rows in all")
+    return out
+
+
+def differences(
+    expected: ExpectedState, observed: Observed, *, listed: int | None = LISTED_REJECTIONS
+) -> list[str]:
+    """Everything in ``observed`` that is not what ``expected`` says; empty when equal.
+
+    ``listed`` is how many rejections ``observed.rejected`` lists (the manifest
+    lists the first 100; the parsing core yields all of them: ``None``).
+    """
+    out: list[str] = []
+    if observed.status != expected.status:
+        out.append(
+            f"status is {observed.status!r}, expected {expected.status!r} "
+            f"(error: {_clip(observed.error, 400)})"
+        )
+    if expected.failure is not None:
+        if not expected.failure.explained_by(observed.error):
+            out.append(
+                f"error {_clip(observed.error, 400)} does not name the cause "
+                f"({', '.join(expected.failure.causes)}; any of "
+                f"{list(expected.failure.keywords)})"
+            )
+        if observed.rows_written != 0:
+            out.append(f"rows_written is {observed.rows_written!r} on a FAILED object")
+    else:
+        if observed.error is not None:
+            out.append(f"unexpected error recorded: {_clip(observed.error, 400)}")
+        if observed.columns is None or tuple(observed.columns) != expected.columns:
+            out.append(
+                f"columns are {_clip(observed.columns, 400)}, "
+                f"expected {_clip(expected.columns, 400)}"
+            )
+        counts = (observed.rows_written, observed.rows_rejected)
+        if counts != (expected.rows_written, expected.rows_rejected):
+            out.append(
+                f"(rows_written, rows_rejected) is {counts}, expected "
+                f"{(expected.rows_written, expected.rows_rejected)}"
+            )
+        shown = expected.rejections if listed is None else expected.rejections[:listed]
+        rows = [row for row, _ in observed.rejected]
+        if rows != [r.row for r in shown]:
+            out.append(
+                f"rejected rows listed are {_clip(rows, 300)}, "
+                f"expected {_clip([r.row for r in shown], 300)}"
+            )
+        else:
+            for rejection, (_, reason) in zip(shown, observed.rejected, strict=True):
+                if not rejection.explained_by(reason):
+                    out.append(
+                        f"row {rejection.row}: reason {reason!r} does not state the "
+                        f"{rejection.cause} ({', '.join(rejection.facts)})"
+                    )
+                    break
+    out.extend(item_differences(expected.items, observed.items))
+    return out

@@ -1,0 +1,724 @@
+"""Faults: duplicate and reordered deliveries, crashes, timeouts, throttling, S3 errors.
+
+Nothing may be lost, duplicated or mixed. The unit tests pin the pieces
+(resume offsets, version ordering, the lease rules); the end-to-end tests
+drive the deployed function on the embedded emulator:
+
+* deliveries and races run against the session's stack — the product code;
+* injected faults run against a test-only variant of the function, deployed
+  under its own names, whose zip adds ``tests/fault_injection.py`` (the
+  product zip never contains it) and whose timeout is a few seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from boto3.dynamodb.types import TypeDeserializer
+from botocore.exceptions import ClientError
+from fault_injection import marker_key
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from csv_pipeline.manifest import Manifest
+from csv_pipeline.ownership import (
+    Checkpoint,
+    Decision,
+    Lease,
+    Progress,
+    SourceBusy,
+    Superseded,
+    Version,
+    decide,
+    rows_left_behind,
+    sequencer_order,
+)
+from csv_pipeline.parsing import (
+    CsvDocument,
+    FileRejected,
+    LineReader,
+    Record,
+    open_text,
+    parse_bytes,
+)
+from provisioning.backends import Endpoint
+from provisioning.ingestion import PipelineClient, plain
+from provisioning.packaging import build_zip
+from provisioning.stack import Stack, StackConfig
+
+FAULT_MODULE = Path(__file__).with_name("fault_injection.py")
+
+#: Everything a final manifest may hold: the data contract's fields, no lease state.
+CONTRACT_FIELDS = {
+    "source",
+    "row",
+    "status",
+    "etag",
+    "sequencer",
+    "rows_written",
+    "rows_rejected",
+    "rejected",
+    "columns",
+    "error",
+    "started_at",
+    "finished_at",
+}
+
+_deserializer = TypeDeserializer()
+
+
+# -- files and expectations ------------------------------------------------------------
+
+
+def varied_csv(rows: int, tag: str) -> bytes:
+    """``rows`` records tagged with ``tag``; blanks, quoting, and a ragged row every 997."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["id", "tag", "text", "blank"])
+    for i in range(1, rows + 1):
+        if i % 997 == 0:
+            writer.writerow([i, tag, "one field too many", "", "extra"])
+        else:
+            text = f"line one\nline two, {i}" if i % 11 == 0 else f'say "{i}"'
+            writer.writerow([i, tag, text, ""])
+    return out.getvalue().encode("utf-8")
+
+
+def expected(source: str, body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What one clean pass writes: (manifest fields, rows), from the parsing core."""
+    columns, outcomes = parse_bytes(body, source)
+    rows = [
+        plain({k: _deserializer.deserialize(v) for k, v in o.item.items()})
+        for o in outcomes
+        if isinstance(o, Record)
+    ]
+    rejected = [{"row": o.row, "reason": o.reason} for o in outcomes if not isinstance(o, Record)]
+    fields = {
+        "status": "COMPLETE",
+        "rows_written": len(rows),
+        "rows_rejected": len(rejected),
+        "rejected": rejected[:100],
+        "columns": columns,
+    }
+    return fields, rows
+
+
+def assert_exactly(
+    pipeline: PipelineClient, key: str, body: bytes, etag: str, *, all_rows: bool = True
+) -> None:
+    """The table holds exactly what one clean pass over ``body`` writes, nothing else."""
+    fields, rows = expected(pipeline.source(key), body)
+    manifest = pipeline.manifest(key)
+    assert manifest is not None
+    assert {k: manifest.get(k) for k in fields} == fields, manifest
+    assert manifest["etag"] == etag
+    assert set(manifest) <= CONTRACT_FIELDS, set(manifest) - CONTRACT_FIELDS
+    if all_rows:
+        assert pipeline.rows(key) == rows
+        return
+    # A large file: nothing past the last record, no rejected row, as many rows as
+    # written (keys are unique, so that is every other number once), and a sample.
+    last = fields["rows_written"] + fields["rows_rejected"]
+    assert count_rows(pipeline, key, last) == 0
+    assert get_rows(pipeline, key, [r["row"] for r in fields["rejected"]]) == []
+    assert count_rows(pipeline, key, 0) == fields["rows_written"]
+    sample = {r["row"]: r for r in rows[:: max(1, len(rows) // 300)] + rows[-5:]}
+    assert get_rows(pipeline, key, sorted(sample)) == [sample[n] for n in sorted(sample)]
+
+
+def count_rows(pipeline: PipelineClient, key: str, after: int) -> int:
+    pages = pipeline.dynamodb.get_paginator("query").paginate(
+        TableName=pipeline.config.table,
+        KeyConditionExpression="#s = :s AND #r > :n",
+        ExpressionAttributeNames={"#s": "source", "#r": "row"},
+        ExpressionAttributeValues={":s": {"S": pipeline.source(key)}, ":n": {"N": str(after)}},
+        Select="COUNT",
+        ConsistentRead=True,
+    )
+    return sum(page["Count"] for page in pages)
+
+
+def get_rows(pipeline: PipelineClient, key: str, numbers: list[int]) -> list[dict[str, Any]]:
+    found: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(numbers), 100):
+        keys = [
+            {"source": {"S": pipeline.source(key)}, "row": {"N": str(n)}}
+            for n in numbers[start : start + 100]
+        ]
+        request = {pipeline.config.table: {"Keys": keys, "ConsistentRead": True}}
+        while request:
+            response = pipeline.dynamodb.batch_get_item(RequestItems=request)
+            for item in response["Responses"].get(pipeline.config.table, []):
+                row = plain({k: _deserializer.deserialize(v) for k, v in item.items()})
+                found[row["row"]] = row
+            request = response.get("UnprocessedKeys") or {}
+    return [found[n] for n in numbers if n in found]
+
+
+def wait_final(client: PipelineClient, key: str, etag: str, timeout: float) -> dict[str, Any]:
+    """The manifest once final for ``etag`` (without reading the rows back)."""
+
+    def final() -> dict[str, Any] | None:
+        manifest = client.manifest(key)
+        done = manifest and manifest.get("etag") == etag
+        return manifest if done and manifest["status"] in ("COMPLETE", "FAILED") else None  # type: ignore[index]
+
+    try:
+        return wait_for(final, timeout, f"{key} to be processed")  # type: ignore[no-any-return]
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}; manifest {client.manifest(key)}\n{client.format_logs()}"
+        ) from None
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000) - 1000
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def log_lines(pipeline: PipelineClient, since: int) -> list[str]:
+    return pipeline.lambda_log_lines(since_ms=since, limit=1_000_000)
+
+
+def wait_for_log(
+    pipeline: PipelineClient, since: int, match: Callable[[str], bool], what: str
+) -> list[str]:
+    lines: list[str] = []
+
+    def found() -> bool:
+        nonlocal lines
+        lines = log_lines(pipeline, since)
+        return any(match(line) for line in lines)
+
+    try:
+        wait_for(found, 60, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n" + "\n".join(lines[-80:])) from None
+    return lines
+
+
+def s3_event(bucket: str, key: str, etag: str, sequencer: str | None = None) -> dict[str, Any]:
+    obj: dict[str, Any] = {"key": key, "eTag": etag}
+    if sequencer:
+        obj["sequencer"] = sequencer
+    return {
+        "Records": [
+            {
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": bucket}, "object": obj},
+            }
+        ]
+    }
+
+
+# -- unit: resuming from a byte offset -----------------------------------------------------
+
+_text = st.text(alphabet=st.sampled_from(list('ab,"\r\n é日🗼')), max_size=200)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_text, bom=st.booleans(), junk=st.booleans(), chunk=st.integers(1, 9))
+def test_line_reader_yields_what_the_text_wrapper_yields(
+    text: str, bom: bool, junk: bool, chunk: int
+) -> None:
+    data = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8") + (b"\xff\n" if junk else b"")
+    reader = LineReader(io.BytesIO(data), chunk_size=chunk)
+    if junk:
+        with pytest.raises(UnicodeDecodeError):
+            list(reader)
+        with pytest.raises(UnicodeDecodeError):
+            list(open_text(io.BytesIO(data)))
+        return
+    lines = []
+    for line in reader:
+        lines.append(line)
+        assert reader.offset == (3 if bom else 0) + len("".join(lines).encode("utf-8"))
+    assert lines == list(open_text(io.BytesIO(data)))
+    assert reader.offset == len(data)
+
+
+_cell = st.text(alphabet=st.sampled_from(list('xy ,"\n\ré')), max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(st.lists(_cell, min_size=1, max_size=4), max_size=25),
+    newline=st.sampled_from(["\n", "\r\n", "\r"]),
+    blank_every=st.integers(2, 9),
+    broken=st.booleans(),
+    data=st.data(),
+)
+def test_resuming_at_any_checkpoint_matches_one_pass(
+    rows: list[list[str]], newline: str, blank_every: int, broken: bool, data: st.DataObject
+) -> None:
+    """Stop after any record, resume from the recorded offset: the same outcomes follow."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator=newline)
+    writer.writerow(["a", "b", "c"])
+    for i, row in enumerate(rows):
+        writer.writerow(row)
+        if i % blank_every == 0:
+            out.write(newline)
+    if broken:
+        out.write('x"y,1,2' + newline)
+    body = out.getvalue().encode("utf-8")
+
+    def outcomes_of(document: CsvDocument) -> tuple[list[Any], str | None]:
+        seen: list[Any] = []
+        try:
+            for outcome in document:
+                seen.append(outcome)
+        except FileRejected as exc:
+            return seen, str(exc)
+        return seen, None
+
+    full, full_error = outcomes_of(CsvDocument(LineReader(io.BytesIO(body)), "s"))
+    stop = data.draw(st.integers(0, len(full)), label="stop after")
+    lines = LineReader(io.BytesIO(body))
+    first = CsvDocument(lines, "s")
+    iterator = iter(first)
+    for _ in range(stop):
+        next(iterator)
+    offset = lines.offset
+    resumed_doc = CsvDocument(
+        LineReader(io.BytesIO(body[offset:]), offset=offset),
+        "s",
+        columns=first.columns,
+        records_seen=first.records_seen,
+        lines_seen=first.lines_seen,
+    )
+    resumed, resumed_error = outcomes_of(resumed_doc)
+    assert resumed == full[stop:]
+    assert resumed_error == full_error
+
+
+# -- unit: ordering versions and the lease rules --------------------------------------------
+
+
+def test_sequencers_compare_after_right_padding_with_zeros() -> None:
+    assert sequencer_order("0055AED6DCD90281E5", "0055AED6DCD90281E6") == -1
+    assert sequencer_order("0055AED6DCD90281E5", "0055AED6DCD90281E5") == 0
+    # Different lengths: right-pad the shorter one ("0055B" -> "0055B0000...").
+    assert sequencer_order("0055B", "0055AED6DCD90281E5") == 1
+    assert sequencer_order("0055a", "0055AED6DCD90281E5") == -1
+    assert sequencer_order(None, "01") is None and sequencer_order("01", "") is None
+
+
+def manifest(
+    etag: str = "e1",
+    sequencer: str | None = "01",
+    status: str = "PROCESSING",
+    owner: str | None = None,
+    until: float = 0,
+    **extra: Any,
+) -> dict[str, Any]:
+    item: dict[str, Any] = {"etag": etag, "status": status, **extra}
+    if sequencer:
+        item["sequencer"] = sequencer
+    if owner:
+        item["lease_owner"], item["lease_until"] = owner, until
+    return item
+
+
+@pytest.mark.parametrize(
+    ("current", "version", "decision"),
+    [
+        (None, Version("e1", "01"), Decision.CLAIM),
+        (manifest(status="COMPLETE"), Version("e1", "01"), Decision.DONE),
+        (manifest(status="COMPLETE"), Version("e1", None), Decision.DONE),
+        (manifest(owner="other", until=200), Version("e1", "01"), Decision.WAIT),
+        (manifest(owner="other", until=50), Version("e1", "01"), Decision.CLAIM),
+        (manifest(owner="me", until=200), Version("e1", "01"), Decision.OWNED),
+        (manifest(status="FAILED"), Version("e1", "01"), Decision.CLAIM),
+        (manifest(status="COMPLETE", sequencer="05"), Version("e0", "03"), Decision.STALE),
+        (manifest(status="COMPLETE", sequencer="03"), Version("e2", "05"), Decision.CLAIM),
+        (manifest(owner="other", until=200, sequencer="03"), Version("e2", "05"), Decision.PREEMPT),
+        (
+            manifest(owner="other", until=200, sequencer="03", superseded_by="05"),
+            Version("e2", "05"),
+            Decision.WAIT,
+        ),
+        (
+            manifest(owner="other", until=200, sequencer="03", superseded_by="07"),
+            Version("e2", "05"),
+            Decision.STALE,
+        ),
+        (manifest(owner="other", until=200, sequencer="05"), Version("e0", "03"), Decision.STALE),
+        (manifest(owner="other", until=200, sequencer="03"), Version("e2", None), Decision.WAIT),
+    ],
+    ids=[
+        "no-manifest",
+        "complete",
+        "complete-unsequenced-event",
+        "same-version-live-lease",
+        "same-version-expired-lease",
+        "our-own-claim",
+        "retry-after-failure",
+        "older-version",
+        "newer-version",
+        "newer-version-while-older-in-flight",
+        "already-asked-to-hand-over",
+        "an-even-newer-one-waits",
+        "older-version-while-newer-in-flight",
+        "unsequenced-event-waits",
+    ],
+)
+def test_lease_decisions(
+    current: dict[str, Any] | None, version: Version, decision: Decision
+) -> None:
+    assert decide(current, version, "me", now=100.0) is decision
+
+
+def test_what_may_be_left_behind() -> None:
+    v1 = Version("e1", "01")
+    assert rows_left_behind(None, v1) == (0, False)
+    complete = manifest("e0", status="COMPLETE", rows_written=7, rows_rejected=3)
+    assert rows_left_behind(complete, v1) == (10, False)
+    assert rows_left_behind(manifest("e0", status="FAILED", error="bad header"), v1) == (0, False)
+    released = manifest("e0", rows_high=40)
+    assert rows_left_behind(released, v1) == (40, False)
+    died = manifest("e0", owner="x", until=1, rows_high=40)
+    assert rows_left_behind(died, v1) == (-1, False)
+    died_same_version = manifest("e1", owner="x", until=1, rows_high=40)
+    assert rows_left_behind(died_same_version, v1) == (40, True)
+
+
+# -- the lease against the emulator's table --------------------------------------------------
+
+
+def progress(point: Checkpoint) -> Progress:
+    return Progress(point, point.records, 0, [], ["a"])
+
+
+@pytest.fixture
+def lease_source(deployed_stack: Any, aws_endpoint: Endpoint) -> Iterator[tuple[Any, str, str]]:
+    client = aws_endpoint.client("dynamodb")
+    source = f"{deployed_stack.bucket}/leases/{uuid.uuid4().hex}.csv"
+    yield client, deployed_stack.table, source
+    client.delete_item(
+        TableName=deployed_stack.table, Key={"source": {"S": source}, "row": {"N": "0"}}
+    )
+
+
+@pytest.mark.e2e
+def test_one_of_many_racing_invocations_takes_the_source(
+    lease_source: tuple[Any, str, str],
+) -> None:
+    client, table, source = lease_source
+    version = Version("etag-1", "0000000000000000A1")
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def contend() -> None:
+        lease = Lease(client, table, source, version, seconds=30)
+        try:
+            claim = lease.acquire(wait_until=time.monotonic() + 1.5, poll=0.1)
+            outcome: Any = (lease, claim.decision if claim.state is None else "held")
+        except SourceBusy:
+            outcome = (lease, "busy")
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=contend) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    held = [lease for lease, outcome in results if outcome == "held"]
+    assert len(held) == 1, results
+    assert all(outcome == "busy" for _, outcome in results if outcome != "held")
+
+    holder = held[0]
+    state = Manifest(status="COMPLETE", etag="etag-1", sequencer=version.sequencer)
+    assert holder.finish(state)
+    again = Lease(client, table, source, version).acquire(wait_until=time.monotonic())
+    assert again.decision is Decision.DONE and again.state is None
+
+
+@pytest.mark.e2e
+def test_a_newer_version_takes_over_from_an_older_one_in_flight(
+    lease_source: tuple[Any, str, str],
+) -> None:
+    client, table, source = lease_source
+    older = Lease(client, table, source, Version("old", "0000000000000000A1"), seconds=30)
+    claim = older.acquire()
+    assert claim.state is not None
+    newer = Lease(client, table, source, Version("new", "0000000000000000B2"), seconds=30)
+    outcome: dict[str, Any] = {}
+    waiting = threading.Thread(
+        target=lambda: outcome.update(claim=newer.acquire(wait_until=time.monotonic() + 10))
+    )
+    waiting.start()
+    wait_for(lambda: older.read().get("superseded_by"), 5, "the newer version to ask")  # type: ignore[union-attr]
+    with pytest.raises(Superseded):
+        older.checkpoint(progress(Checkpoint(offset=100, records=25, lines=26)))
+    assert not outcome, "the newer version must wait until the older one lets go"
+    assert older.release(reached=25)
+    waiting.join()
+    assert outcome["claim"].state is not None and outcome["claim"].state.etag == "new"
+    assert newer.rows_high == 25  # the older version's rows past the newer's end get deleted
+
+
+@pytest.mark.e2e
+def test_a_dead_holders_lease_expires_and_is_taken_over(
+    lease_source: tuple[Any, str, str],
+) -> None:
+    client, table, source = lease_source
+    version = Version("etag-1", "0000000000000000A1")
+    dead = Lease(client, table, source, version, seconds=1)
+    claim = dead.acquire()
+    assert claim.state is not None
+    dead.checkpoint(progress(Checkpoint(offset=120, records=30, lines=31)))
+    # The holder now "dies": it never renews. A retry of the same version waits for
+    # the lease to run out, then resumes from the checkpoint.
+    retry = Lease(client, table, source, version, seconds=30)
+    started = time.monotonic()
+    taken = retry.acquire(wait_until=time.monotonic() + 10, poll=0.1)
+    assert taken.state is not None and time.monotonic() - started < 5
+    assert taken.resume_from == Checkpoint(offset=120, records=30, lines=31)
+    assert retry.own_unknown  # the dead attempt may have written past its checkpoint
+    with pytest.raises(ClientError):  # and the dead holder can no longer write
+        dead.client.update_item(
+            TableName=table,
+            Key={"source": {"S": source}, "row": {"N": "0"}},
+            UpdateExpression="SET #x = :x",
+            ConditionExpression="lease_owner = :me",
+            ExpressionAttributeNames={"#x": "probe"},
+            ExpressionAttributeValues={":x": {"S": "x"}, ":me": {"S": dead.owner}},
+        )
+
+
+# -- end to end: deliveries through the product function --------------------------------------
+
+
+@pytest.mark.e2e
+def test_the_same_event_delivered_twice_at_once_gives_the_table_of_one_delivery(
+    pipeline: PipelineClient, aws_endpoint: Endpoint, unique_key: str
+) -> None:
+    body = varied_csv(20_000, "twice")
+    single = pipeline.ingest(unique_key, body, timeout=180)
+    assert single.status == "COMPLETE"
+
+    # Same bytes under a key the bucket's notification ignores, then the event, twice.
+    twice_key = unique_key[:-4] + ".twice"
+    since = now_ms()
+    etag = pipeline.upload(twice_key, body)
+    event = json.dumps(s3_event(pipeline.config.bucket, twice_key, etag, "0000000000000000A1"))
+    lambda_ = aws_endpoint.client("lambda")
+    for _ in range(2):
+        lambda_.invoke(
+            FunctionName=pipeline.config.function, InvocationType="Event", Payload=event.encode()
+        )
+    source = pipeline.source(twice_key)
+    finished = f"Finished {source}:"
+    stood_aside = (
+        f"{source} (etag {etag}) is being processed by another",
+        f"Already processed {source}",
+    )
+
+    def ended(line: str) -> bool:
+        return finished in line or any(text in line for text in stood_aside)
+
+    lines: list[str] = []
+
+    def both_ended() -> bool:
+        nonlocal lines
+        lines = log_lines(pipeline, since)
+        return sum(ended(line) for line in lines) >= 2
+
+    wait_for(both_ended, 180, "both deliveries to end")
+    assert sum(finished in line for line in lines) == 1, "exactly one delivery wrote the rows"
+
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "source"} for r in rows]  # noqa: E731
+    assert strip(pipeline.rows(twice_key)) == strip(single.rows)
+    twice_manifest = pipeline.manifest(twice_key)
+    assert twice_manifest is not None and set(twice_manifest) <= CONTRACT_FIELDS
+    same = ("status", "rows_written", "rows_rejected", "rejected", "columns", "etag")
+    assert {k: twice_manifest[k] for k in same} == {k: single.manifest[k] for k in same}
+
+
+@pytest.mark.e2e
+def test_a_quick_second_upload_wins_and_rows_never_mix(
+    pipeline: PipelineClient, unique_key: str
+) -> None:
+    first, second = varied_csv(60_000, "first"), varied_csv(15_000, "second")
+    source = pipeline.source(unique_key)
+    since = now_ms()
+    first_etag = pipeline.upload(unique_key, first)
+    wait_for(
+        lambda: (pipeline.manifest(unique_key) or {}).get("etag") == first_etag,
+        60,
+        "the first upload to be taken",
+    )
+    second_etag = pipeline.upload(unique_key, second)
+    wait_final(pipeline, unique_key, second_etag, 240)
+    lines: list[str] = []
+
+    def both_ended() -> bool:
+        nonlocal lines
+        lines = log_lines(pipeline, since)
+        first_stopped = any(
+            f"Handing {source} over" in line or f"Finished {source}: 59940" in line
+            for line in lines
+        )
+        return first_stopped and any(f"Finished {source}: 14985" in line for line in lines)
+
+    wait_for(both_ended, 60, "both uploads' invocations to end")
+    assert any(f"Asked the invocation writing {source}" in line for line in lines), lines[-40:]
+    assert_exactly(pipeline, unique_key, second, second_etag)
+    head = pipeline.s3.head_object(Bucket=pipeline.config.bucket, Key=unique_key)
+    assert head["ETag"].strip('"') == second_etag
+
+
+@pytest.mark.e2e
+def test_a_late_event_for_an_overwritten_version_changes_nothing(
+    pipeline: PipelineClient, aws_endpoint: Endpoint, unique_key: str
+) -> None:
+    old = pipeline.ingest(unique_key, varied_csv(50, "old"))
+    new = pipeline.ingest(unique_key, varied_csv(30, "new"))
+    before = pipeline.items(unique_key)
+    for sequencer in (None, "0000000000000000A1", "FFFFFFFFFFFFFFFFFF"):
+        event = s3_event(pipeline.config.bucket, unique_key, old.etag, sequencer)
+        response = aws_endpoint.client("lambda").invoke(
+            FunctionName=pipeline.config.function, Payload=json.dumps(event).encode()
+        )
+        payload = json.loads(response["Payload"].read())
+        assert payload["results"][0]["status"] == "SUPERSEDED", payload
+    assert pipeline.items(unique_key) == before
+    assert before[0]["etag"] == new.etag
+
+
+# -- end to end: injected faults on a test-only variant ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def faulty(aws_endpoint: Endpoint) -> Iterator[PipelineClient]:
+    """The function with ``fault_injection`` wrapped around it, 3 s timeout, own names."""
+    tag = f"faults-{uuid.uuid4().hex[:8]}"
+    config = StackConfig(
+        bucket=tag,
+        table=tag,
+        function=tag,
+        role=tag,
+        timeout_s=3,
+        progress_every=1000,
+        environment={"CHECKPOINT_SECONDS": "0.25", "LEASE_SECONDS": "2"},
+    )
+    stack = Stack(aws_endpoint, config)
+    stack.deploy()
+    code = build_zip(extra_files={"fault_injection.py": FAULT_MODULE.read_bytes()})
+    waiter = {"Delay": 1, "MaxAttempts": 60}
+    stack.lambda_.update_function_code(FunctionName=config.function, ZipFile=code)
+    stack.lambda_.get_waiter("function_updated_v2").wait(
+        FunctionName=config.function, WaiterConfig=waiter
+    )
+    stack.lambda_.update_function_configuration(
+        FunctionName=config.function, Handler="fault_injection.lambda_handler"
+    )
+    stack.lambda_.get_waiter("function_updated_v2").wait(
+        FunctionName=config.function, WaiterConfig=waiter
+    )
+    try:
+        yield PipelineClient(aws_endpoint, config)
+    finally:
+        stack.destroy()
+
+
+def fault_happened(client: PipelineClient, fault: str, etag: str, key: str) -> bool:
+    try:
+        client.s3.head_object(Bucket=client.config.bucket, Key=marker_key(fault, etag, key))
+    except ClientError:
+        return False
+    return True
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("fault", ["crash-after-150", "hang-after-100"])
+def test_a_lambda_dying_mid_file_is_resumed_by_the_retry(
+    faulty: PipelineClient, fault: str
+) -> None:
+    key = f"faults/{fault}/{uuid.uuid4().hex}.csv"
+    body = varied_csv(12_000, fault)
+    since = now_ms()
+    etag = faulty.upload(key, body)
+    wait_final(faulty, key, etag, 180)
+    assert fault_happened(faulty, fault, etag, key)
+    # A log arrives when its invocation has ended, a little after the manifest.
+    source = faulty.source(key)
+    lines = wait_for_log(faulty, since, lambda line: f"Finished {source}" in line, "Finished")
+    assert any(f"Resuming {source}" in line for line in lines), "\n".join(lines)
+    assert_exactly(faulty, key, body, etag)
+
+
+@pytest.mark.e2e
+def test_a_file_longer_than_one_invocation_is_continued(faulty: PipelineClient) -> None:
+    key = f"faults/none/{uuid.uuid4().hex}.csv"
+    body = varied_csv(60_000, "long")
+    since = now_ms()
+    etag = faulty.upload(key, body)
+    wait_final(faulty, key, etag, 300)
+    source = faulty.source(key)
+    lines = wait_for_log(faulty, since, lambda line: f"Finished {source}" in line, "Finished")
+    assert sum(f"Starting {source}" in line for line in lines) == 1
+    assert any(f"Continuing {source} in a new invocation" in line for line in lines), lines[-40:]
+    assert any(f"Resuming {source}" in line for line in lines)
+    assert_exactly(faulty, key, body, etag, all_rows=False)
+
+
+@pytest.mark.e2e
+def test_a_getobject_failure_is_recorded_failed_then_the_retry_succeeds(
+    faulty: PipelineClient,
+) -> None:
+    key = f"faults/getobject/{uuid.uuid4().hex}.csv"
+    body = varied_csv(2_000, "get")
+    seen: list[dict[str, Any]] = []
+    etag = faulty.upload(key, body)
+
+    def complete() -> bool:
+        manifest = faulty.manifest(key)
+        if manifest and (not seen or seen[-1] != manifest):
+            seen.append(manifest)
+        return bool(manifest and manifest["status"] == "COMPLETE")
+
+    wait_for(complete, 120, "the retry to complete the file")
+    failed = [m for m in seen if m["status"] == "FAILED"]
+    assert failed, seen
+    assert "cannot read object" in failed[0]["error"] and "InternalError" in failed[0]["error"]
+    assert failed[0]["etag"] == etag
+    assert fault_happened(faulty, "getobject", etag, key)
+    assert_exactly(faulty, key, body, etag)
+
+
+@pytest.mark.e2e
+def test_throttling_and_unprocessed_items_lose_no_row(faulty: PipelineClient) -> None:
+    key = f"faults/throttle/{uuid.uuid4().hex}.csv"
+    body = varied_csv(1_000, "throttle")
+    since = now_ms()
+    etag = faulty.upload(key, body)
+    wait_final(faulty, key, etag, 180)
+    source = faulty.source(key)
+    lines = wait_for_log(faulty, since, lambda line: f"Finished {source}" in line, "Finished")
+    [finished] = [line for line in lines if f"Finished {source}" in line]
+    resent = re.search(r"(\d+) requests resent", finished)
+    assert resent and int(resent.group(1)) > 0, finished
+    assert_exactly(faulty, key, body, etag)

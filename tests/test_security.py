@@ -1,0 +1,376 @@
+"""Security: least privilege, a scoped invoke permission, a closed bucket, no secrets.
+
+The policy is checked as a document, read back from the emulator, and —
+with the emulator's IAM enforcement switched on (ministack ``AUTH=true``) —
+by running the whole pipeline under the function's own role, with a negative
+control showing the enforcement is real.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioning.backends import Endpoint, MinistackBackend
+from provisioning.ingestion import PipelineClient
+from provisioning.packaging import build_zip, lambda_source_dir
+from provisioning.policy import LAMBDA_TRUST_POLICY, function_policy
+from provisioning.stack import POLICY_NAME, Stack, StackConfig, StackOutputs
+
+REPO = Path(__file__).resolve().parents[1]
+
+ARNS = {
+    "bucket_arn": "arn:aws:s3:::my-bucket",
+    "table_arn": "arn:aws:dynamodb:eu-west-1:123456789012:table/my-table",
+    "log_group_arn": "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/my-fn",
+    "function_arn": "arn:aws:lambda:eu-west-1:123456789012:function:my-fn",
+}
+
+#: Every action the function needs, and why (the handler's calls).
+NEEDED_ACTIONS = {
+    "s3:GetObject",  # HeadObject and (ranged) GetObject of the uploaded object
+    "dynamodb:BatchWriteItem",  # rows, and deletes of rejected / left-over rows
+    "dynamodb:PutItem",  # claiming a source, the final manifest
+    "dynamodb:UpdateItem",  # checkpoints, lease renewal, hand-over, FAILED
+    "dynamodb:GetItem",  # reading the manifest
+    "dynamodb:Query",  # finding left-over rows when no bound is recorded
+    "lambda:InvokeFunction",  # continuing a file past one invocation's timeout
+    "logs:CreateLogGroup",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+}
+
+#: What looks like a credential or key material in text.
+SECRET_PATTERNS = [
+    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),  # access key ids
+    re.compile(r"(?i)secret_?access_?key\W{1,4}[A-Za-z0-9/+]{40}\b"),  # secret keys
+    re.compile(r"(?i)session_?token\W{1,4}[A-Za-z0-9/+=]{100,}"),  # session tokens
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+]
+
+#: AWS's own documentation examples, which are not anyone's credentials.
+DOCUMENTED_EXAMPLES = {"AKIAIOSFODNN7EXAMPLE"}
+
+
+def statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(policy["Statement"])
+
+
+def as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+# -- the policy as a document ----------------------------------------------------------------
+
+
+def test_policy_allows_exactly_the_needed_actions_on_the_stacks_own_resources() -> None:
+    policy = function_policy(**ARNS)
+    actions = [a for s in statements(policy) for a in as_list(s["Action"])]
+    assert set(actions) == NEEDED_ACTIONS and len(actions) == len(NEEDED_ACTIONS)
+    own = {
+        f"{ARNS['bucket_arn']}/*",
+        ARNS["table_arn"],
+        ARNS["function_arn"],
+        ARNS["log_group_arn"],
+        f"{ARNS['log_group_arn']}:*",
+    }
+    for statement in statements(policy):
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement and "NotResource" not in statement
+        assert all("*" not in action for action in as_list(statement["Action"])), statement
+        resources = as_list(statement["Resource"])
+        assert resources and set(resources) <= own, statement
+        # No resource is a wildcard beyond the stack's own names.
+        assert "*" not in resources and all(r.count("*") <= 1 for r in resources)
+        # Each statement's actions concern the service its resources belong to.
+        services = {a.split(":")[0] for a in as_list(statement["Action"])}
+        assert services == {r.split(":")[2] for r in resources}, statement
+
+
+def test_only_lambda_may_assume_the_role() -> None:
+    [statement] = LAMBDA_TRUST_POLICY["Statement"]
+    assert statement == {
+        "Effect": "Allow",
+        "Principal": {"Service": "lambda.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+    }
+
+
+# -- read back from the emulator -------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_deployed_role_holds_only_that_policy(
+    deployed_stack: StackOutputs, aws_endpoint: Endpoint, stack_config: StackConfig
+) -> None:
+    iam = aws_endpoint.client("iam")
+    role = stack_config.role
+    document = iam.get_role_policy(RoleName=role, PolicyName=POLICY_NAME)["PolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    account = deployed_stack.table_arn.split(":")[4]
+    region = deployed_stack.region
+    assert document == function_policy(
+        bucket_arn=deployed_stack.bucket_arn,
+        table_arn=deployed_stack.table_arn,
+        log_group_arn=f"arn:aws:logs:{region}:{account}:log-group:{deployed_stack.log_group}",
+        function_arn=deployed_stack.function_arn,
+    )
+    assert iam.list_role_policies(RoleName=role)["PolicyNames"] == [POLICY_NAME]
+    assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
+    trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+    assert (json.loads(trust) if isinstance(trust, str) else trust) == LAMBDA_TRUST_POLICY
+
+
+@pytest.mark.e2e
+def test_only_the_stacks_bucket_in_its_account_may_invoke_the_function(
+    deployed_stack: StackOutputs, aws_endpoint: Endpoint, stack_config: StackConfig
+) -> None:
+    policy = json.loads(
+        aws_endpoint.client("lambda").get_policy(FunctionName=stack_config.function)["Policy"]
+    )
+    [statement] = policy["Statement"]
+    account = deployed_stack.function_arn.split(":")[4]
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert statement["Resource"] == deployed_stack.function_arn
+    assert statement["Condition"] == {
+        "ArnLike": {"AWS:SourceArn": deployed_stack.bucket_arn},
+        "StringEquals": {"AWS:SourceAccount": account},
+    }
+
+
+@pytest.mark.e2e
+def test_bucket_blocks_public_access_and_encrypts_by_default(
+    deployed_stack: StackOutputs, aws_endpoint: Endpoint
+) -> None:
+    s3 = aws_endpoint.client("s3")
+    block = s3.get_public_access_block(Bucket=deployed_stack.bucket)
+    assert block["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
+    rules = s3.get_bucket_encryption(Bucket=deployed_stack.bucket)[
+        "ServerSideEncryptionConfiguration"
+    ]["Rules"]
+    algorithms = {r["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] for r in rules}
+    assert algorithms and algorithms <= {"AES256", "aws:kms", "aws:kms:dsse"}
+
+
+# -- enforced: the pipeline under its own role ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def enforcing() -> Iterator[tuple[Stack, PipelineClient]]:
+    """An emulator of its own with IAM enforcement on, and a stack on it.
+
+    A 3 s timeout and frequent checkpoints make a modest file use every
+    permission: checkpoints (UpdateItem) and a follow-up invocation
+    (InvokeFunction) included.
+    """
+    with MinistackBackend(extra_env={"AUTH": "true"}) as endpoint:
+        config = StackConfig(timeout_s=3, environment={"CHECKPOINT_SECONDS": "0.2"})
+        stack = Stack(endpoint, config)
+        stack.deploy()
+        yield stack, PipelineClient(endpoint, config)
+
+
+def big_csv(rows: int) -> bytes:
+    return b"id,name\n" + b"".join(b"%d,name-%d\n" % (i, i) for i in range(1, rows + 1))
+
+
+def wait_final(client: PipelineClient, key: str, etag: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    manifest = None
+    while time.monotonic() < deadline:
+        manifest = client.manifest(key)
+        if manifest and manifest["etag"] == etag and manifest["status"] in ("COMPLETE", "FAILED"):
+            return manifest
+        time.sleep(0.1)
+    raise AssertionError(f"{key} not final: {manifest}\n{client.format_logs()}")
+
+
+@pytest.mark.e2e
+def test_the_pipeline_works_under_its_least_privilege_role(
+    enforcing: tuple[Stack, PipelineClient],
+) -> None:
+    _, client = enforcing
+    since = int(time.time() * 1000) - 1000
+    etag = client.upload("long.csv", big_csv(40_000))
+    manifest = wait_final(client, "long.csv", etag, 180)
+    assert manifest["status"] == "COMPLETE" and manifest["rows_written"] == 40_000, manifest
+    shorter = client.ingest("long.csv", big_csv(10), timeout=60)  # removes 39,990 rows
+    assert shorter.status == "COMPLETE" and [r["row"] for r in shorter.rows] == list(range(1, 11))
+    bad = client.ingest("bad.csv", b"a,a\n1,2\n", timeout=60)
+    assert bad.status == "FAILED" and "duplicate column" in bad.manifest["error"]
+    lines = client.lambda_log_lines(since_ms=since, limit=100_000)
+    assert any("Continuing csv-upload-bucket/long.csv" in line for line in lines)
+    assert not [line for line in lines if "AccessDenied" in line or "Forbidden" in line]
+
+
+@pytest.mark.e2e
+def test_the_role_cannot_read_another_bucket(enforcing: tuple[Stack, PipelineClient]) -> None:
+    stack, client = enforcing
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    stack.s3.create_bucket(Bucket=other)
+    function_arn = stack.lambda_.get_function(FunctionName=stack.config.function)["Configuration"][
+        "FunctionArn"
+    ]
+    stack.s3.put_bucket_notification_configuration(
+        Bucket=other,
+        NotificationConfiguration={
+            "LambdaFunctionConfigurations": [
+                {"LambdaFunctionArn": function_arn, "Events": ["s3:ObjectCreated:*"]}
+            ]
+        },
+    )
+    etag = stack.s3.put_object(Bucket=other, Key="x.csv", Body=b"a\n1\n")["ETag"].strip('"')
+    foreign = PipelineClient(client.endpoint, StackConfig(bucket=other))
+    manifest = wait_final(foreign, "x.csv", etag, 60)
+    assert manifest["status"] == "FAILED" and "403" in manifest["error"], manifest
+    assert foreign.rows("x.csv") == []
+
+
+@pytest.mark.e2e
+def test_enforcement_is_real_a_missing_permission_stops_the_pipeline(
+    enforcing: tuple[Stack, PipelineClient],
+) -> None:
+    """Negative control: the tests above would mean nothing if nothing were enforced."""
+    stack, client = enforcing
+    iam, role = stack.iam, stack.config.role
+    document = iam.get_role_policy(RoleName=role, PolicyName=POLICY_NAME)["PolicyDocument"]
+    original = json.loads(document) if isinstance(document, str) else document
+    reduced = json.loads(json.dumps(original))
+    for statement in reduced["Statement"]:
+        statement["Action"] = [a for a in statement["Action"] if a != "dynamodb:PutItem"]
+    iam.put_role_policy(RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(reduced))
+    try:
+        since = int(time.time() * 1000) - 1000
+        client.upload("denied.csv", b"a\n1\n")
+        deadline = time.monotonic() + 30
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            lines = client.lambda_log_lines(since_ms=since)
+            if any("AccessDenied" in line and "PutItem" in line for line in lines):
+                break
+            time.sleep(0.3)
+        assert any("AccessDenied" in line and "PutItem" in line for line in lines), lines[-30:]
+        assert client.rows("denied.csv") == []
+    finally:
+        iam.put_role_policy(
+            RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(original)
+        )
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+
+def secrets_in(text: str) -> list[str]:
+    found = [m.group(0) for pattern in SECRET_PATTERNS for m in pattern.finditer(text)]
+    return [f for f in found if f not in DOCUMENTED_EXAMPLES and "EXAMPLEKEY" not in f]
+
+
+def test_the_lambda_zip_holds_only_the_package_and_no_secret_or_host() -> None:
+    archive = zipfile.ZipFile(io.BytesIO(build_zip()))
+    names = archive.namelist()
+    package = lambda_source_dir().name
+    assert names and all(n.startswith(f"{package}/") and n.endswith(".py") for n in names)
+    for name in names:
+        text = archive.read(name).decode("utf-8")
+        assert secrets_in(text) == [], name
+        # The endpoint comes from the environment; nothing names a host or port.
+        assert not re.search(r"localhost|127\.0\.0\.1|:4566|amazonaws\.com", text), name
+
+
+def test_no_secret_is_written_in_the_projects_code() -> None:
+    suffixes = {".py", ".toml", ".cfg", ".ini", ".json", ".yml", ".yaml", ".csv", ".md", ".sh"}
+    files = [
+        p
+        for top in ("lambda", "provisioning", "tests", ".github", ".ci")
+        for p in (REPO / top).rglob("*")
+        if p.is_file() and p.suffix in suffixes and "__pycache__" not in p.parts
+    ]
+    files += [p for p in REPO.glob("*") if p.is_file() and p.suffix in suffixes]
+    assert files
+    found = {str(p.relative_to(REPO)): secrets_in(p.read_text(errors="replace")) for p in files}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def process_environ(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_host_credentials_never_reach_the_emulator_or_the_lambda(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret, token = f"hostsecret{uuid.uuid4().hex}", f"hosttoken{uuid.uuid4().hex}"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    key_id = f"hostkeyid{uuid.uuid4().hex}"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    backend = MinistackBackend()
+    with backend as endpoint:
+        assert backend._process is not None
+        server = backend._process.pid
+        config = StackConfig()
+        Stack(endpoint, config).deploy()
+        client = PipelineClient(endpoint, config)
+        assert client.ingest("x.csv", b"a\n1\n").status == "COMPLETE"
+        group = subprocess.run(
+            ["ps", "-o", "pid=", "-g", str(os.getpgid(server))],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        pids = [int(p) for p in group]
+        assert server in pids and len(pids) >= 2, "the Lambda worker runs in the server's group"
+        for pid in pids:
+            environ = process_environ(pid)
+            for value in (secret, token, key_id):
+                assert value.encode() not in environ, f"pid {pid} holds the host's {value[:8]}…"
+
+
+@pytest.mark.e2e
+def test_credentials_the_lambda_holds_appear_in_no_log_or_item() -> None:
+    """The function's own credentials, whatever happens, stay out of logs and the table."""
+    secret, token = f"lambdasecret{uuid.uuid4().hex}", f"lambdatoken{uuid.uuid4().hex}"
+    backend = MinistackBackend(
+        extra_env={"AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": token}
+    )
+    with backend as endpoint:
+        config = StackConfig(environment={"LOG_LEVEL": "DEBUG"})
+        Stack(endpoint, config).deploy()
+        client = PipelineClient(endpoint, config)
+        since = int(time.time() * 1000) - 1000
+        assert client.ingest("good.csv", b"a,b\n1,\n2,3,4\n").status == "COMPLETE"
+        assert client.ingest("bad.csv", b"a\n\xff\n").status == "FAILED"
+        # An unexpected error, with its traceback in the log.
+        invoke = endpoint.client("lambda").invoke(
+            FunctionName=config.function,
+            Payload=json.dumps({"Records": [{"eventName": "ObjectCreated:Put"}]}).encode(),
+        )
+        assert "FunctionError" in invoke
+        time.sleep(1.0)
+        lines = client.lambda_log_lines(since_ms=since, limit=100_000)
+        assert any("Traceback" in line for line in lines)
+        text = "\n".join(lines)
+        items = client.dynamodb.scan(TableName=config.table)["Items"]
+        for value in (secret, token):
+            assert value not in text
+            assert value not in json.dumps(items)
+        assert secrets_in(text) == []
