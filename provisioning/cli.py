@@ -17,7 +17,8 @@ from typing import Any
 
 from .backends import BACKEND_NAMES, BackendUnavailable, Endpoint, select_backend
 from .backends.base import DEFAULT_REGION
-from .ingestion import IngestionError, PipelineClient
+from .ingestion import Ingestion, IngestionError, PipelineClient
+from .progress import ProgressBar, human_bytes
 from .stack import Stack, StackConfig, StackOutputs
 
 EXIT_OK, EXIT_PIPELINE, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
@@ -89,19 +90,58 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ingest_with_progress(
+    client: PipelineClient, key: str, path: Path | None, timeout: float
+) -> Ingestion:
+    """Upload (from a file, streamed) and wait, with progress bars on a terminal."""
+    since_ms = int(time.time() * 1000) - 1000
+    if path is None:
+        size = len(sample_csv())
+        etag = client.upload(key, sample_csv())
+    else:
+        size = path.stat().st_size
+        sending = ProgressBar("upload ", size)
+        etag = client.upload_file(
+            key, path, progress=lambda n: sending.advance(n, human_bytes(sending.done + n))
+        )
+        sending.close()
+    ingesting = ProgressBar("ingest ", size)
+
+    def show(manifest: dict[str, Any] | None) -> None:
+        if manifest is None or manifest.get("etag") != etag:
+            ingesting.update(0, "waiting for the Lambda")
+            return
+        point = manifest.get("checkpoint") or {}
+        if manifest.get("status") in ("COMPLETE", "FAILED"):
+            ingesting.update(size, str(manifest["status"]))
+        else:
+            ingesting.update(
+                int(point.get("offset", 0)), f"{int(point.get('records', 0)):,} records"
+            )
+
+    try:
+        return client.wait(key, etag, timeout=timeout, since_ms=since_ms, progress=show)
+    finally:
+        ingesting.close()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    body = args.csv.read_bytes() if args.csv else sample_csv()
-    key = args.csv.name if args.csv else "people.csv"
+    path: Path | None = args.csv
+    if path is not None and not path.is_file():
+        print(f"error: {path} is not a file", file=sys.stderr)
+        return EXIT_USAGE
+    key = path.name if path else "people.csv"
+    size = path.stat().st_size if path else len(sample_csv())
     selection = select_backend(args.backend, endpoint_url=args.endpoint_url)
     print(f"Backend: {selection.backend.name} ({selection.reason})")
     with selection.backend as endpoint:
         config = StackConfig()
         outputs = Stack(endpoint, config).deploy()
         print(f"Deployed {outputs.function} on {endpoint.url}")
-        print(f"Uploading {len(body)} bytes to s3://{outputs.bucket}/{key} ...")
+        print(f"Uploading {human_bytes(size)} to s3://{outputs.bucket}/{key} ...", flush=True)
         client = PipelineClient(endpoint, config)
         try:
-            result = client.ingest(key, body, timeout=args.timeout)
+            result = _ingest_with_progress(client, key, path, args.timeout)
         except IngestionError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_PIPELINE

@@ -8,8 +8,10 @@ a timeout explains itself with the Lambda's log lines.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
@@ -97,15 +99,37 @@ class PipelineClient:
         """The data rows of the source (``row >= 1``), in row order."""
         return [item for item in self.items(key) if item["row"] != 0]
 
+    def upload_file(
+        self, key: str, path: Path, progress: Callable[[int], None] | None = None
+    ) -> str:
+        """Stream a local file to the bucket (multipart when large); return its ETag.
+
+        ``progress`` is called with the number of bytes sent since the last call.
+        """
+        self.s3.upload_file(str(path), self.config.bucket, key, Callback=progress)
+        head = self.s3.head_object(Bucket=self.config.bucket, Key=key)
+        return str(head["ETag"]).strip('"')
+
     def wait(
-        self, key: str, etag: str, timeout: float = 60.0, since_ms: int | None = None
+        self,
+        key: str,
+        etag: str,
+        timeout: float = 60.0,
+        since_ms: int | None = None,
+        progress: Callable[[dict[str, Any] | None], None] | None = None,
     ) -> Ingestion:
-        """Block until the manifest is final for exactly this ETag."""
+        """Block until the manifest is final for exactly this ETag.
+
+        ``progress`` sees every manifest polled (its ``checkpoint`` tells how
+        far an in-flight file has got).
+        """
         deadline = time.monotonic() + timeout
         delay = 0.05
         manifest = None
         while time.monotonic() < deadline:
             manifest = self.manifest(key)
+            if progress is not None:
+                progress(manifest)
             if (
                 manifest
                 and manifest.get("etag") == etag

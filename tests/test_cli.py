@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import pytest
 from provisioning.backends import MinistackBackend
 from provisioning.backends.ministack import free_port
 from provisioning.cli import format_table
+from provisioning.progress import ProgressBar, human_bytes
 
 CLI = [sys.executable, "-m", "provisioning"]
 AWS_ENV = {
@@ -155,3 +157,21 @@ def test_format_table_marks_nulls_and_escapes_newlines() -> None:
         "-----+------+---",
         " 1   | x\\ny | ∅ ",
     ]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_draws_on_a_terminal_only() -> None:
+    terminal, log = _Terminal(), io.StringIO()
+    for stream in (terminal, log):
+        bar = ProgressBar("upload ", 200, stream=stream, width=10)
+        bar.update(100, "half")
+        bar.update(200, "done")
+        bar.close()
+    assert log.getvalue() == ""
+    assert "\rupload  [#####.....]  50%  half" in terminal.getvalue()
+    assert "\rupload  [##########] 100%  done" in terminal.getvalue()
+    assert human_bytes(5 * 1024 * 1024) == "5.0 MB"

@@ -68,6 +68,9 @@ def test_deploy_wires_the_notification_to_the_function(aws_endpoint: Endpoint) -
     function = stack.lambda_.get_function_configuration(FunctionName=outputs.function)
     assert function["State"] == "Active" and function["Handler"] == HANDLER
     assert function["Environment"]["Variables"]["TABLE_NAME"] == outputs.table
+    # Long files continue in the function's own next invocation.
+    recursion = stack.lambda_.get_function_recursion_config(FunctionName=outputs.function)
+    assert recursion["RecursiveLoop"] == "Allow"
     stack.destroy()
 
 
