@@ -6,8 +6,9 @@ module beside ``csv_pipeline`` and whose handler is
 ``fault_injection.lambda_handler``. The object key chooses the fault,
 ``faults/<fault>/<anything>``:
 
-* ``crash-after-<n>`` — the process dies just before its n-th row write request;
-* ``hang-after-<n>`` — its n-th request never returns, so the function times out;
+* ``crash-after-<n>`` — the process dies just before its n-th row write request
+  (or the first one after it once the manifest holds a checkpoint);
+* ``hang-after-<n>`` — that request never returns, so the function times out;
 * ``getobject`` — GetObject fails with a 500 InternalError;
 * ``throttle`` — a burst of throttling: for the first 30 row write calls of
   an invocation, DynamoDB hands back half of the requests of every other call
@@ -29,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
+import boto3
 from botocore.exceptions import ClientError
 
 from csv_pipeline import handler, wire
@@ -53,6 +55,20 @@ def _first_time(bucket: str, fault: str, etag: str, key: str) -> bool:
             return False
         raise
     return True
+
+
+def _checkpoint_recorded(bucket: str, key: str) -> bool:
+    """Whether the manifest of this source already records a checkpoint."""
+    item = (
+        boto3.client("dynamodb")
+        .get_item(
+            TableName=os.environ["TABLE_NAME"],
+            Key={"source": {"S": f"{bucket}/{key}"}, "row": {"N": "0"}},
+            ConsistentRead=True,
+        )
+        .get("Item", {})
+    )
+    return "checkpoint" in item
 
 
 def _error(code: str, status: int, operation: str) -> ClientError:
@@ -88,8 +104,19 @@ def _install(fault: str, bucket: str, key: str, etag: str) -> Callable[[], None]
     if fault.startswith(("crash-after-", "hang-after-")):
         kind, n = fault.split("-after-")[0], int(fault.split("-after-")[1])
 
+        fired = threading.Event()
+
         def dying(self: Any, RequestItems: dict[str, Any]) -> dict[str, Any]:
-            if count() == n and _first_time(bucket, fault, etag, key):
+            # From the n-th request on, strike once the manifest holds a
+            # checkpoint, so the retry has something to resume from however
+            # slowly this machine runs.
+            if (
+                count() >= n
+                and not fired.is_set()
+                and _checkpoint_recorded(bucket, key)
+                and _first_time(bucket, fault, etag, key)
+            ):
+                fired.set()
                 print(f"FAULT {fault}: {kind} before write request {n}", flush=True)
                 if kind == "crash":
                     os._exit(1)
