@@ -444,21 +444,14 @@ class Lease:
     def finish(self, state: Manifest) -> bool:
         """Write the final manifest (contract fields only); False if no longer ours."""
         condition, names, values = self._owned()
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item=state.to_item(self.source),
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
-            return False
-        finally:
-            self.held = False
-        return True
+        return self._last_write(
+            self.client.put_item,
+            TableName=self.table,
+            Item=state.to_item(self.source),
+            ConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
     def fail(self, error: str, reached: int, progress: Progress | None = None) -> bool:
         """Record FAILED with ``error``, keeping a checkpoint for the retry.
@@ -474,12 +467,7 @@ class Lease:
             ":now": {"S": manifests.utc_now()},
             ":high": {"N": str(self.high_after(reached))},
         }
-        if progress is not None:
-            more, more_names, more_values = _progress_update(progress)
-            expression += f", {more}"
-            names.update(more_names)
-            values.update(more_values)
-        return self._let_go(f"{expression} REMOVE #lo, #lu", names, values)
+        return self._let_go(*_with_progress(expression, names, values, progress))
 
     def release(self, reached: int, progress: Progress | None = None) -> bool:
         """Hand the source back (to a newer version or a follow-up invocation).
@@ -489,11 +477,7 @@ class Lease:
         expression = "SET rows_high = :high"
         names: dict[str, str] = {}
         values: dict[str, Any] = {":high": {"N": str(self.high_after(reached))}}
-        if progress is not None:
-            more, names, more_values = _progress_update(progress)
-            expression += f", {more}"
-            values.update(more_values)
-        return self._let_go(f"{expression} REMOVE #lo, #lu", names, values)
+        return self._let_go(*_with_progress(expression, names, values, progress))
 
     def cleanup_bound(self, reached: int) -> int:
         """Highest row that may need deleting once this version stops at ``reached``.
@@ -508,16 +492,22 @@ class Lease:
         return -1 if self.own_unknown else self.cleanup_bound(reached)
 
     def _let_go(self, expression: str, names: dict[str, str], values: dict[str, Any]) -> bool:
+        """Apply ``expression``, drop the lease attributes, and stop holding."""
         condition, own_names, own_values = self._owned()
+        return self._last_write(
+            self.client.update_item,
+            TableName=self.table,
+            Key=key_of(self.source, 0),
+            UpdateExpression=f"{expression} REMOVE #lo, #lu",
+            ConditionExpression=condition,
+            ExpressionAttributeNames={**names, **own_names, "#lu": "lease_until"},
+            ExpressionAttributeValues={**values, **own_values},
+        )
+
+    def _last_write(self, write: Callable[..., Any], **request: Any) -> bool:
+        """This holder's final manifest write; False when the lease was no longer ours."""
         try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=key_of(self.source, 0),
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeNames={**names, **own_names, "#lu": "lease_until"},
-                ExpressionAttributeValues={**values, **own_values},
-            )
+            write(**request)
         except ClientError as exc:
             if not _conditional_failed(exc):
                 raise
@@ -551,6 +541,19 @@ def rows_left_behind(current: dict[str, Any] | None, version: Version) -> tuple[
             return high, True
         return -1, False
     return high, False
+
+
+def _with_progress(
+    expression: str,
+    names: dict[str, str],
+    values: dict[str, Any],
+    progress: Progress | None,
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """An update that also records ``progress`` as the checkpoint, when given."""
+    if progress is None:
+        return expression, names, values
+    more, more_names, more_values = _progress_update(progress)
+    return f"{expression}, {more}", {**names, **more_names}, {**values, **more_values}
 
 
 def _progress_update(progress: Progress) -> tuple[str, dict[str, str], dict[str, Any]]:
