@@ -118,7 +118,19 @@ class PipelineClient:
         since_ms: int | None = None,
         progress: Callable[[dict[str, Any] | None], None] | None = None,
     ) -> Ingestion:
-        """Block until the manifest is final for exactly this ETag.
+        """Block until the manifest is final for exactly this ETag, then read the rows."""
+        manifest = self.wait_for_manifest(key, etag, timeout, since_ms, progress)
+        return Ingestion(key=key, etag=etag, manifest=manifest, rows=self.rows(key))
+
+    def wait_for_manifest(
+        self,
+        key: str,
+        etag: str,
+        timeout: float = 60.0,
+        since_ms: int | None = None,
+        progress: Callable[[dict[str, Any] | None], None] | None = None,
+    ) -> dict[str, Any]:
+        """The manifest once final for exactly this ETag, without reading rows back.
 
         ``progress`` sees every manifest polled (its ``checkpoint`` tells how
         far an in-flight file has got).
@@ -135,7 +147,7 @@ class PipelineClient:
                 and manifest.get("etag") == etag
                 and manifest.get("status") in FINAL_STATUSES
             ):
-                return Ingestion(key=key, etag=etag, manifest=manifest, rows=self.rows(key))
+                return manifest
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
         raise IngestionError(

@@ -45,8 +45,6 @@ BUDGET = settings().max_examples
 
 _deserializer = TypeDeserializer()
 
-FINAL = ("COMPLETE", "FAILED")
-
 
 def e2e(max_examples: int) -> settings:
     """Settings of an end-to-end property: the active profile's, without a deadline."""
@@ -220,30 +218,13 @@ def read_rows_by_key(pipeline: PipelineClient, key: str, last_row: int) -> list[
     return sorted(rows, key=lambda row: row["row"])
 
 
-def wait_for_manifest(
-    pipeline: PipelineClient, key: str, etag: str, timeout: float, since_ms: int
-) -> dict[str, Any]:
-    """The final manifest of this ETag, without the Query read-back ``wait`` does."""
-    deadline = time.monotonic() + timeout
-    manifest = None
-    while time.monotonic() < deadline:
-        manifest = pipeline.manifest(key)
-        if manifest and manifest.get("etag") == etag and manifest.get("status") in FINAL:
-            return manifest
-        time.sleep(1)
-    raise AssertionError(
-        f"{key} (etag {etag}) not processed within {timeout:.0f}s; last manifest: {manifest}\n"
-        + pipeline.format_logs(since_ms)
-    )
-
-
 @pytest.mark.slow
 def test_a_million_rows(pipeline: PipelineClient) -> None:
     document = large_document(1_000_000)
     key = new_key("million")
     since = now_ms()
     etag = pipeline.upload(key, document.body)
-    manifest = wait_for_manifest(pipeline, key, etag, timeout=1800, since_ms=since)
+    manifest = pipeline.wait_for_manifest(key, etag, timeout=1800, since_ms=since)
     expected = expected_state(document, pipeline.source(key))
     rows = read_rows_by_key(pipeline, key, last_row=len(document.records))
     assert_state(pipeline, key, expected, manifest, rows, since)

@@ -165,22 +165,6 @@ def get_rows(pipeline: PipelineClient, key: str, numbers: list[int]) -> list[dic
     return [found[n] for n in numbers if n in found]
 
 
-def wait_final(client: PipelineClient, key: str, etag: str, timeout: float) -> dict[str, Any]:
-    """The manifest once final for ``etag`` (without reading the rows back)."""
-
-    def final() -> dict[str, Any] | None:
-        manifest = client.manifest(key)
-        done = manifest and manifest.get("etag") == etag
-        return manifest if done and manifest["status"] in ("COMPLETE", "FAILED") else None  # type: ignore[index]
-
-    try:
-        return wait_for(final, timeout, f"{key} to be processed")  # type: ignore[no-any-return]
-    except AssertionError as exc:
-        raise AssertionError(
-            f"{exc}; manifest {client.manifest(key)}\n{client.format_logs()}"
-        ) from None
-
-
 def now_ms() -> int:
     return int(time.time() * 1000) - 1000
 
@@ -571,7 +555,7 @@ def test_a_quick_second_upload_wins_and_rows_never_mix(
         "the first upload to be taken",
     )
     second_etag = pipeline.upload(unique_key, second)
-    wait_final(pipeline, unique_key, second_etag, 240)
+    pipeline.wait_for_manifest(unique_key, second_etag, 240)
     lines: list[str] = []
 
     def both_ended() -> bool:
@@ -661,7 +645,7 @@ def test_a_lambda_dying_mid_file_is_resumed_by_the_retry(
     body = varied_csv(12_000, fault)
     since = now_ms()
     etag = faulty.upload(key, body)
-    wait_final(faulty, key, etag, 180)
+    faulty.wait_for_manifest(key, etag, 180)
     assert fault_happened(faulty, fault, etag, key)
     # A log arrives when its invocation has ended, a little after the manifest.
     source = faulty.source(key)
@@ -676,7 +660,7 @@ def test_a_file_longer_than_one_invocation_is_continued(faulty: PipelineClient) 
     body = varied_csv(60_000, "long")
     since = now_ms()
     etag = faulty.upload(key, body)
-    wait_final(faulty, key, etag, 300)
+    faulty.wait_for_manifest(key, etag, 300)
     source = faulty.source(key)
     lines = wait_for_log(faulty, since, lambda line: f"Finished {source}" in line, "Finished")
     assert sum(f"Starting {source}" in line for line in lines) == 1
@@ -715,7 +699,7 @@ def test_throttling_and_unprocessed_items_lose_no_row(faulty: PipelineClient) ->
     body = varied_csv(1_000, "throttle")
     since = now_ms()
     etag = faulty.upload(key, body)
-    wait_final(faulty, key, etag, 180)
+    faulty.wait_for_manifest(key, etag, 180)
     source = faulty.source(key)
     lines = wait_for_log(faulty, since, lambda line: f"Finished {source}" in line, "Finished")
     [finished] = [line for line in lines if f"Finished {source}" in line]

@@ -192,17 +192,6 @@ def big_csv(rows: int) -> bytes:
     return b"id,name\n" + b"".join(b"%d,name-%d\n" % (i, i) for i in range(1, rows + 1))
 
 
-def wait_final(client: PipelineClient, key: str, etag: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    manifest = None
-    while time.monotonic() < deadline:
-        manifest = client.manifest(key)
-        if manifest and manifest["etag"] == etag and manifest["status"] in ("COMPLETE", "FAILED"):
-            return manifest
-        time.sleep(0.1)
-    raise AssertionError(f"{key} not final: {manifest}\n{client.format_logs()}")
-
-
 @pytest.mark.e2e
 def test_the_pipeline_works_under_its_least_privilege_role(
     enforcing: tuple[Stack, PipelineClient],
@@ -210,7 +199,7 @@ def test_the_pipeline_works_under_its_least_privilege_role(
     _, client = enforcing
     since = int(time.time() * 1000) - 1000
     etag = client.upload("long.csv", big_csv(40_000))
-    manifest = wait_final(client, "long.csv", etag, 180)
+    manifest = client.wait_for_manifest("long.csv", etag, 180)
     assert manifest["status"] == "COMPLETE" and manifest["rows_written"] == 40_000, manifest
     shorter = client.ingest("long.csv", big_csv(10), timeout=60)  # removes 39,990 rows
     assert shorter.status == "COMPLETE" and [r["row"] for r in shorter.rows] == list(range(1, 11))
@@ -239,7 +228,7 @@ def test_the_role_cannot_read_another_bucket(enforcing: tuple[Stack, PipelineCli
     )
     etag = stack.s3.put_object(Bucket=other, Key="x.csv", Body=b"a\n1\n")["ETag"].strip('"')
     foreign = PipelineClient(client.endpoint, StackConfig(bucket=other))
-    manifest = wait_final(foreign, "x.csv", etag, 60)
+    manifest = foreign.wait_for_manifest("x.csv", etag, 60)
     assert manifest["status"] == "FAILED" and "403" in manifest["error"], manifest
     assert foreign.rows("x.csv") == []
 
