@@ -210,7 +210,7 @@ def test_same_event_delivered_twice_yields_the_same_table(
     )
     payload = json.loads(response["Payload"].read())
     assert "FunctionError" not in response, payload
-    assert payload["results"][0]["status"] == "COMPLETE"
+    assert payload["results"][0]["status"] == "ALREADY_DONE"
     assert pipeline.items(unique_key) == [first.manifest, *first.rows]
 
 
@@ -225,9 +225,12 @@ def test_progress_is_logged_every_100_records(pipeline: PipelineClient, unique_k
         if any("Finished" in line for line in mine):
             break
         time.sleep(0.2)
-    progress = [line for line in lines if "records so far" in line]
-    assert any("Processed 100 records so far..." in line for line in progress), lines
-    assert any("Processed 200 records so far..." in line for line in progress), lines
+    source = pipeline.source(unique_key)
+    progress = [line for line in lines if "records so far" in line and source in line]
+    assert [line.split("INFO ")[-1] for line in progress] == [
+        f"Processed 100 records so far ({source})",
+        f"Processed 200 records so far ({source})",
+    ], lines
     assert any(f"Starting {pipeline.source(unique_key)}" in line for line in lines), lines
 
 

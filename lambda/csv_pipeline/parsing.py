@@ -37,6 +37,10 @@ class FileRejected(Exception):
     syntax), so the handler records them and returns instead of re-raising.
     """
 
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
 
 @dataclass(frozen=True)
 class Record:
@@ -52,6 +56,7 @@ class Rejection:
 
     row: int
     reason: str
+    code: str = "FIELD_COUNT"
 
 
 Outcome = Record | Rejection
@@ -137,12 +142,15 @@ def validate_header(columns: list[str]) -> None:
     """Raise FileRejected when the header cannot name attributes one-to-one."""
     empty = [i + 1 for i, name in enumerate(columns) if name == ""]
     if empty:
-        raise FileRejected(f"header has empty column name(s) at position(s) {empty}")
+        raise FileRejected(
+            "EMPTY_COLUMN", f"header has empty column name(s) at position(s) {empty}"
+        )
     reserved = sorted(RESERVED_COLUMNS.intersection(columns))
     if reserved:
         raise FileRejected(
+            "RESERVED_COLUMN",
             f"header uses reserved column name(s) {reserved}: "
-            "'source' and 'row' are the table's key attributes"
+            "'source' and 'row' are the table's key attributes",
         )
     seen: set[str] = set()
     duplicates: list[str] = []
@@ -151,7 +159,7 @@ def validate_header(columns: list[str]) -> None:
             duplicates.append(name)
         seen.add(name)
     if duplicates:
-        raise FileRejected(f"header has duplicate column name(s) {duplicates}")
+        raise FileRejected("DUPLICATE_COLUMN", f"header has duplicate column name(s) {duplicates}")
 
 
 def item_size(item: Item) -> int:
@@ -217,7 +225,7 @@ class CsvDocument:
         if columns is None:
             header = self._next_nonblank()
             if header is None:
-                raise FileRejected("object is empty: no header line")
+                raise FileRejected("NO_HEADER", "object is empty: no header line")
             columns = header
         validate_header(columns)
         self.columns: list[str] = columns
@@ -235,14 +243,16 @@ class CsvDocument:
                 return None
             except UnicodeDecodeError as exc:
                 raise FileRejected(
+                    "NOT_UTF8",
                     f"object is not valid UTF-8: byte 0x{exc.object[exc.start]:02x} "
                     f"cannot be decoded (after record {self.records_seen}, "
-                    f"line {self.lines_seen + 1})"
+                    f"line {self.lines_seen + 1})",
                 ) from exc
             except csv.Error as exc:
                 raise FileRejected(
+                    "CSV_SYNTAX",
                     f"CSV syntax error in record {self.records_seen + 1} "
-                    f"(line {self.lines_seen}): {exc}"
+                    f"(line {self.lines_seen}): {exc}",
                 ) from exc
             if cells:
                 return cells
@@ -270,7 +280,9 @@ class CsvDocument:
                 size = item_size(item)
                 if size > MAX_ITEM_BYTES:
                     yield Rejection(
-                        row, f"item is {size} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte limit"
+                        row,
+                        f"item is {size} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte limit",
+                        "ITEM_TOO_LARGE",
                     )
                     continue
             yield Record(row, item)

@@ -25,6 +25,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
+from .aws import error_code, http_status
 from .parsing import Item
 
 BATCH_LIMIT = 25
@@ -46,9 +47,7 @@ def is_retryable(error: BaseException) -> bool:
     if isinstance(error, (ConnectionError, HTTPClientError)):
         return True
     if isinstance(error, ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in THROTTLING_CODES or int(status or 0) >= 500
+        return error_code(error) in THROTTLING_CODES or http_status(error) >= 500
     return False
 
 
@@ -78,12 +77,6 @@ class BatchWriter:
     With ``max_in_flight > 1`` batches may be applied in any order: never
     write the same key twice through one writer.
 
-    ``snapshot`` (optional) is called as each batch is sent, to capture the
-    caller's position after the batch's last request; :meth:`durable` then
-    answers the latest snapshot up to which every batch has been written,
-    so progress can be recorded without stopping to drain the batches in
-    flight.
-
     An error in a background send is raised by the next ``put``/``delete``/
     ``flush`` of the caller's thread.
     """
@@ -101,7 +94,6 @@ class BatchWriter:
         before_send: Callable[[], None] | None = None,
         give_up_at: float | None = None,
         clock: Callable[[], float] = time.monotonic,
-        snapshot: Callable[[], Any] | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -124,11 +116,6 @@ class BatchWriter:
             if max_in_flight > 1
             else None
         )
-        self._snapshot = snapshot
-        self._sent = 0  # batches handed to _send so far
-        self._finished: set[int] = set()  # batch numbers written, past the durable one
-        self._durable = -1  # every batch up to this number is written
-        self._snapshots: dict[int, Any] = {}
         self.requests_sent = 0
         self.retries = 0
 
@@ -149,22 +136,11 @@ class BatchWriter:
         self._wait_in_flight()
         self._raise_error()
 
-    def durable(self) -> Any:
-        """The snapshot taken with the last batch up to which all are written (or None)."""
-        with self._lock:
-            return self._snapshots.get(self._durable)
-
     def _dispatch(self) -> None:
         self._raise_error()
         batch, self._pending = self._pending[:BATCH_LIMIT], self._pending[BATCH_LIMIT:]
-        number, self._sent = self._sent, self._sent + 1
-        if self._snapshot is not None:
-            snapshot = self._snapshot()
-            with self._lock:
-                self._snapshots[number] = snapshot
         if self._pool is None:
             self._send(batch)
-            self._written(number)
             return
         self._slots.acquire()
         try:
@@ -174,20 +150,10 @@ class BatchWriter:
             raise
         with self._lock:
             self._in_flight.add(future)
-        future.add_done_callback(lambda done: self._done(done, number))
+        future.add_done_callback(self._done)
 
-    def _written(self, number: int) -> None:
-        with self._lock:
-            self._finished.add(number)
-            while self._durable + 1 in self._finished:
-                self._finished.discard(self._durable + 1)
-                self._snapshots.pop(self._durable, None)
-                self._durable += 1
-
-    def _done(self, future: Future[None], number: int) -> None:
+    def _done(self, future: Future[None]) -> None:
         error = future.exception()
-        if error is None:
-            self._written(number)
         with self._lock:
             self._in_flight.discard(future)
             if error is not None and self._error is None:
