@@ -1,9 +1,11 @@
 """IAM documents for the function: who may assume the role, and what it may do.
 
 Least privilege: read objects of the one bucket, write and query the one
-table, write its own log group, and invoke itself (a file longer than one
-invocation's timeout is continued by a follow-up invocation). No ``*``
-actions, no ``*`` resources.
+table, write its own log group, invoke itself (a file longer than one
+invocation's timeout is continued by a follow-up invocation), and send to
+its one failed-events queue (Lambda delivers an event that failed every
+asynchronous retry to the on-failure destination with the function's own
+role). No ``*`` actions, no ``*`` resources.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ LAMBDA_TRUST_POLICY: dict[str, Any] = {
 
 
 def function_policy(
-    *, bucket_arn: str, table_arn: str, log_group_arn: str, function_arn: str
+    *,
+    bucket_arn: str,
+    table_arn: str,
+    log_group_arn: str,
+    function_arn: str,
+    failed_events_queue_arn: str,
 ) -> dict[str, Any]:
     """The inline policy of the function's role."""
     return {
@@ -52,6 +59,12 @@ def function_policy(
                 "Effect": "Allow",
                 "Action": ["lambda:InvokeFunction"],
                 "Resource": [function_arn],
+            },
+            {
+                "Sid": "SendFailedEvents",
+                "Effect": "Allow",
+                "Action": ["sqs:SendMessage"],
+                "Resource": [failed_events_queue_arn],
             },
             {
                 "Sid": "WriteOwnLogs",

@@ -1,4 +1,5 @@
-"""What is built on an endpoint: bucket, table, role, function, permission, notification.
+"""What is built on an endpoint: bucket, table, role, function, permission, notification,
+and the queue where events land that failed every asynchronous retry.
 
 ``Stack.deploy`` is idempotent (a second run changes nothing and fails on
 nothing; changed code or settings are updated) and works the same against
@@ -24,6 +25,12 @@ log = logging.getLogger(__name__)
 RUNTIME = "python3.12"
 POLICY_NAME = "csv-processor-access"
 
+#: SQS's longest retention: a failed event stays readable for 14 days.
+FAILED_EVENTS_RETENTION_S = 14 * 24 * 3600
+
+#: Lambda's range for ``MaximumRetryAttempts`` of asynchronous invocations.
+MAX_RETRY_ATTEMPTS_RANGE = range(0, 3)
+
 
 @dataclass(frozen=True)
 class StackConfig:
@@ -38,10 +45,25 @@ class StackConfig:
     memory_mb: int = 512
     progress_every: int = 100
     environment: dict[str, str] = field(default_factory=dict)
+    #: Retries of an asynchronous invocation before the event goes to the
+    #: failed-events queue (Lambda's own default is 2, its maximum).
+    max_retry_attempts: int = 2
+
+    def __post_init__(self) -> None:
+        if self.max_retry_attempts not in MAX_RETRY_ATTEMPTS_RANGE:
+            raise ValueError(
+                f"max_retry_attempts must be 0, 1 or 2 (Lambda's range), "
+                f"not {self.max_retry_attempts}"
+            )
 
     @property
     def statement_id(self) -> str:
         return f"s3-invoke-{self.bucket}"
+
+    @property
+    def failed_events_queue(self) -> str:
+        """The SQS queue that receives events which failed every retry."""
+        return f"{self.function}-failed-events"
 
     @property
     def log_group(self) -> str:
@@ -63,6 +85,8 @@ class StackOutputs:
     function_arn: str
     role_arn: str
     log_group: str
+    failed_events_queue_url: str
+    failed_events_queue_arn: str
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -70,6 +94,10 @@ class StackOutputs:
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+#: "No such queue", as the query (older) and JSON (newer) SQS protocols name it.
+_NO_SUCH_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
 
 class Stack:
@@ -83,6 +111,7 @@ class Stack:
         self.iam = endpoint.client("iam")
         self.lambda_ = endpoint.client("lambda")
         self.logs = endpoint.client("logs")
+        self.sqs = endpoint.client("sqs")
         self.sts = endpoint.client("sts")
 
     # -- deploy ---------------------------------------------------------------
@@ -98,16 +127,19 @@ class Stack:
 
         self._ensure_bucket()
         table_arn = self._ensure_table()
+        queue_url, queue_arn = self._ensure_failed_events_queue()
         role_arn = self._ensure_role(
             function_policy(
                 bucket_arn=bucket_arn,
                 table_arn=table_arn,
                 log_group_arn=log_group_arn,
                 function_arn=function_arn,
+                failed_events_queue_arn=queue_arn,
             )
         )
         function_arn = self._ensure_function(role_arn)
         self._allow_self_continuation()
+        self._ensure_failure_destination(queue_arn)
         self._ensure_permission(function_arn, bucket_arn, account)
         self._ensure_notification(function_arn)
         return StackOutputs(
@@ -122,6 +154,8 @@ class Stack:
             function_arn=function_arn,
             role_arn=role_arn,
             log_group=cfg.log_group,
+            failed_events_queue_url=queue_url,
+            failed_events_queue_arn=queue_arn,
         )
 
     def _ensure_bucket(self) -> None:
@@ -173,6 +207,45 @@ class Stack:
             TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
         )
         return str(self.dynamodb.describe_table(TableName=table)["Table"]["TableArn"])
+
+    def _ensure_failed_events_queue(self) -> tuple[str, str]:
+        """The failed-events queue, created or brought to its settings: (URL, ARN).
+
+        The ARN is read back rather than built, so it carries whatever region
+        and account the endpoint really uses.
+        """
+        name = self.config.failed_events_queue
+        attributes = {
+            "MessageRetentionPeriod": str(FAILED_EVENTS_RETENTION_S),
+            "SqsManagedSseEnabled": "true",
+        }
+        url = self._create_queue(name, attributes)
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        return url, str(arn)
+
+    def _create_queue(self, name: str, attributes: dict[str, str]) -> str:
+        """Create the queue, or set its attributes if it exists with other ones; its URL."""
+        # A queue deleted less than 60 s ago cannot be created again yet (AWS).
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                return str(self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+            except ClientError as exc:
+                code = _code(exc)
+                if code in ("QueueAlreadyExists", "QueueNameExists"):
+                    url = str(self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
+                    self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+                    log.info("updated attributes of queue %s", name)
+                    return url
+                recently_deleted = code in (
+                    "AWS.SimpleQueueService.QueueDeletedRecently",
+                    "QueueDeletedRecently",
+                )
+                if not recently_deleted or time.monotonic() > deadline:
+                    raise
+                time.sleep(5)
 
     def _ensure_role(self, policy: dict[str, Any]) -> str:
         role = self.config.role
@@ -256,6 +329,50 @@ class Stack:
                 raise
             log.warning("recursion config not supported here: %s", exc)
 
+    def _ensure_failure_destination(self, queue_arn: str) -> None:
+        """Retry a failing asynchronous event, then send it to the failed-events queue.
+
+        Only written when it differs from what is there, so a second deploy
+        changes nothing.
+        """
+        name = self.config.function
+        retries = self.config.max_retry_attempts
+        try:
+            current = self.lambda_.get_function_event_invoke_config(FunctionName=name)
+        except ClientError as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise
+            current = None
+        if current is not None:
+            destinations = current.get("DestinationConfig") or {}
+            on_failure = (destinations.get("OnFailure") or {}).get("Destination")
+            on_success = (destinations.get("OnSuccess") or {}).get("Destination")
+            if (
+                current.get("MaximumRetryAttempts") == retries
+                and on_failure == queue_arn
+                and not on_success
+            ):
+                return
+        # Lambda checks that the role may send to the queue; on AWS a policy
+        # just written takes a few seconds to be seen.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.lambda_.put_function_event_invoke_config(
+                    FunctionName=name,
+                    MaximumRetryAttempts=retries,
+                    DestinationConfig={"OnFailure": {"Destination": queue_arn}},
+                )
+                break
+            except ClientError as exc:
+                retryable = _code(exc) == "InvalidParameterValueException" and (
+                    "permission" in str(exc).lower()
+                )
+                if not retryable or time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+        log.info("set failure destination of %s (%d retries)", name, retries)
+
     def _create_function(self, settings: dict[str, Any], zip_bytes: bytes) -> str:
         # A fresh IAM role takes a few seconds to become assumable on real AWS.
         deadline = time.monotonic() + 60
@@ -320,6 +437,9 @@ class Stack:
                 Bucket=cfg.bucket, NotificationConfiguration={}
             )
         )
+        self._ignore_missing(
+            lambda: self.lambda_.delete_function_event_invoke_config(FunctionName=cfg.function)
+        )
         self._ignore_missing(lambda: self.lambda_.delete_function(FunctionName=cfg.function))
         self._ignore_missing(
             lambda: self.iam.delete_role_policy(RoleName=cfg.role, PolicyName=POLICY_NAME)
@@ -328,6 +448,11 @@ class Stack:
         self._ignore_missing(lambda: self.dynamodb.delete_table(TableName=cfg.table))
         self._ignore_missing(lambda: self.logs.delete_log_group(logGroupName=cfg.log_group))
         self._ignore_missing(self._empty_and_delete_bucket)
+        self._ignore_missing(self._delete_failed_events_queue)
+
+    def _delete_failed_events_queue(self) -> None:
+        url = self.sqs.get_queue_url(QueueName=self.config.failed_events_queue)["QueueUrl"]
+        self.sqs.delete_queue(QueueUrl=url)
 
     def _empty_and_delete_bucket(self) -> None:
         bucket = self.config.bucket
@@ -352,6 +477,7 @@ class Stack:
             "NoSuchEntity",
             "ResourceNotFoundException",
             "404",
+            *_NO_SUCH_QUEUE,
         }
         try:
             action()

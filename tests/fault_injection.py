@@ -10,6 +10,8 @@ module beside ``csv_pipeline`` and whose handler is
   (or the first one after it once the manifest holds a checkpoint);
 * ``hang-after-<n>`` — that request never returns, so the function times out;
 * ``getobject`` — GetObject fails with a 500 InternalError;
+* ``getobject-always`` — GetObject fails with a 500 InternalError on every
+  attempt, so the event ends in the failed-events queue;
 * ``throttle`` — a burst of throttling: for the first 30 row write calls of
   an invocation, DynamoDB hands back half of the requests of every other call
   as UnprocessedItems and rejects every fourth call as throttled.
@@ -17,8 +19,8 @@ module beside ``csv_pipeline`` and whose handler is
 Crashes, hangs and GetObject failures happen once per object version: a
 marker object created with ``If-None-Match: *`` under ``fault-markers/``
 remembers them across processes, so Lambda's retry meets a healthy function
-(and the test can see that the fault really happened). Throttling happens on
-every attempt.
+(and the test can see that the fault really happened). Throttling and
+``getobject-always`` happen on every attempt.
 """
 
 from __future__ import annotations
@@ -154,6 +156,17 @@ def _install(fault: str, bucket: str, key: str, etag: str) -> Callable[[], None]
 
         events.register("before-call.s3.GetObject", failing_get, unique_id="fault-getobject")
         return lambda: events.unregister("before-call.s3.GetObject", unique_id="fault-getobject")
+
+    if fault == "getobject-always":
+        events = handler._client("s3").meta.events
+
+        def always_failing_get(**_: Any) -> None:
+            print(f"FAULT {fault}: GetObject fails", flush=True)
+            raise _error("InternalError", 500, "GetObject")
+
+        always = "fault-getobject-always"
+        events.register("before-call.s3.GetObject", always_failing_get, unique_id=always)
+        return lambda: events.unregister("before-call.s3.GetObject", unique_id=always)
 
     return lambda: None
 

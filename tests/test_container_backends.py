@@ -81,7 +81,7 @@ def test_localstack_image_option_beats_env_beats_default(monkeypatch: pytest.Mon
 
 def test_localstack_enables_only_the_stacks_services() -> None:
     spec = LocalStackBackend().spec()
-    assert spec.env["SERVICES"] == "s3,dynamodb,lambda,iam,sts,logs" == SERVICES
+    assert spec.env["SERVICES"] == "s3,dynamodb,lambda,iam,sts,logs,sqs" == SERVICES
     assert spec.port == 4566
 
 

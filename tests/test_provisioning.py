@@ -28,6 +28,19 @@ def scratch_config() -> StackConfig:
     )
 
 
+def queue_attributes(stack: Stack) -> dict[str, str]:
+    """The failed-events queue's settings (message counts left out)."""
+    url = stack.sqs.get_queue_url(QueueName=stack.config.failed_events_queue)["QueueUrl"]
+    attributes = stack.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return {k: v for k, v in attributes.items() if not k.startswith("ApproximateNumber")}
+
+
+def invoke_config(stack: Stack) -> dict:
+    config = stack.lambda_.get_function_event_invoke_config(FunctionName=stack.config.function)
+    config.pop("ResponseMetadata", None)
+    return config
+
+
 def snapshot(stack: Stack) -> dict:
     cfg = stack.config
     function = stack.lambda_.get_function_configuration(FunctionName=cfg.function)
@@ -41,7 +54,23 @@ def snapshot(stack: Stack) -> dict:
         "policy": stack.iam.get_role_policy(RoleName=cfg.role, PolicyName=stack_module.POLICY_NAME)[
             "PolicyDocument"
         ],
+        "queue": queue_attributes(stack),
+        "invoke_config": invoke_config(stack),
     }
+
+
+def record_calls(stack: Stack, operations: list[str]) -> list[str]:
+    """Names of the given SQS and Lambda operations as ``stack`` calls them from now on."""
+    calls: list[str] = []
+    for client in (stack.sqs, stack.lambda_):
+        service = client.meta.service_model.service_name
+        for operation in operations:
+
+            def seen(operation: str = operation, **_: object) -> None:
+                calls.append(operation)
+
+            client.meta.events.register(f"before-call.{service}.{operation}", seen)
+    return calls
 
 
 @pytest.mark.e2e
@@ -49,10 +78,19 @@ def test_deploy_twice_changes_nothing(aws_endpoint: Endpoint) -> None:
     stack = Stack(aws_endpoint, scratch_config())
     first = stack.deploy()
     before = snapshot(stack)
+    writes = record_calls(
+        stack,
+        ["SetQueueAttributes", "PutFunctionEventInvokeConfig", "UpdateFunctionEventInvokeConfig"],
+    )
     second = stack.deploy()
     assert second == first
     assert snapshot(stack) == before
+    assert writes == []  # the queue and the invoke config were left as they were
     assert before["code"] == code_sha256(build_zip())
+    assert before["queue"]["QueueArn"] == first.failed_events_queue_arn
+    assert before["invoke_config"]["DestinationConfig"]["OnFailure"] == {
+        "Destination": first.failed_events_queue_arn
+    }
     stack.destroy()
 
 
@@ -71,6 +109,18 @@ def test_deploy_wires_the_notification_to_the_function(aws_endpoint: Endpoint) -
     # Long files continue in the function's own next invocation.
     recursion = stack.lambda_.get_function_recursion_config(FunctionName=outputs.function)
     assert recursion["RecursiveLoop"] == "Allow"
+    # Events that fail every retry go to the stack's own queue, kept 14 days.
+    queue = queue_attributes(stack)
+    assert outputs.failed_events_queue_url.endswith(f"/{outputs.function}-failed-events")
+    assert queue["QueueArn"] == outputs.failed_events_queue_arn
+    assert outputs.failed_events_queue_arn.split(":")[3] == aws_endpoint.region
+    assert queue["MessageRetentionPeriod"] == str(14 * 24 * 3600)
+    config = invoke_config(stack)
+    assert config["MaximumRetryAttempts"] == 2
+    assert config["DestinationConfig"]["OnFailure"] == {
+        "Destination": outputs.failed_events_queue_arn
+    }
+    assert not config["DestinationConfig"].get("OnSuccess", {}).get("Destination")
     stack.destroy()
 
 
@@ -87,13 +137,28 @@ def test_changed_code_and_settings_are_updated(
         archive.writestr("csv_pipeline/_changed.py", "CHANGED = True\n")
     changed = buffer.getvalue()
     monkeypatch.setattr(stack_module, "build_zip", lambda: changed)
-    updated = StackConfig(**{**config.__dict__, "progress_every": 7})
+    updated = StackConfig(**{**config.__dict__, "progress_every": 7, "max_retry_attempts": 0})
     stack = Stack(aws_endpoint, updated)
-    stack.deploy()
+    # Someone shortened the queue's retention by hand.
+    url = stack.sqs.get_queue_url(QueueName=config.failed_events_queue)["QueueUrl"]
+    stack.sqs.set_queue_attributes(QueueUrl=url, Attributes={"MessageRetentionPeriod": "60"})
+    outputs = stack.deploy()
     state = snapshot(stack)
     assert state["code"] == code_sha256(changed) != code_sha256(original)
     assert state["env"]["PROGRESS_EVERY"] == "7"
+    assert state["invoke_config"]["MaximumRetryAttempts"] == 0
+    assert state["invoke_config"]["DestinationConfig"]["OnFailure"] == {
+        "Destination": outputs.failed_events_queue_arn
+    }
+    assert state["queue"]["MessageRetentionPeriod"] == str(14 * 24 * 3600)
     stack.destroy()
+
+
+def test_retry_attempts_outside_lambdas_range_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_retry_attempts"):
+        StackConfig(max_retry_attempts=3)
+    with pytest.raises(ValueError, match="max_retry_attempts"):
+        StackConfig(max_retry_attempts=-1)
 
 
 @pytest.mark.e2e
@@ -108,11 +173,27 @@ def test_destroy_removes_everything_and_can_run_twice(aws_endpoint: Endpoint) ->
         lambda: stack.s3.head_bucket(Bucket=cfg.bucket),
         lambda: stack.dynamodb.describe_table(TableName=cfg.table),
         lambda: stack.lambda_.get_function(FunctionName=cfg.function),
+        lambda: stack.lambda_.get_function_event_invoke_config(FunctionName=cfg.function),
+        lambda: stack.lambda_.list_function_event_invoke_configs(FunctionName=cfg.function),
         lambda: stack.iam.get_role(RoleName=cfg.role),
+        lambda: stack.sqs.get_queue_url(QueueName=cfg.failed_events_queue),
     ]
     for check in checks:
         with pytest.raises(ClientError):
             check()
+    assert stack.sqs.list_queues(QueueNamePrefix=cfg.function).get("QueueUrls", []) == []
+
+
+@pytest.mark.e2e
+def test_destroy_removes_the_queue_when_the_function_is_already_gone(
+    aws_endpoint: Endpoint,
+) -> None:
+    stack = Stack(aws_endpoint, scratch_config())
+    stack.deploy()
+    stack.lambda_.delete_function(FunctionName=stack.config.function)
+    stack.destroy()
+    with pytest.raises(ClientError):
+        stack.sqs.get_queue_url(QueueName=stack.config.failed_events_queue)
 
 
 def test_lambda_zip_is_reproducible_and_holds_only_the_package() -> None:

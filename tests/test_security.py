@@ -35,6 +35,7 @@ ARNS = {
     "table_arn": "arn:aws:dynamodb:eu-west-1:123456789012:table/my-table",
     "log_group_arn": "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/my-fn",
     "function_arn": "arn:aws:lambda:eu-west-1:123456789012:function:my-fn",
+    "failed_events_queue_arn": "arn:aws:sqs:eu-west-1:123456789012:my-fn-failed-events",
 }
 
 #: Every action the function needs, and why (the handler's calls).
@@ -46,6 +47,7 @@ NEEDED_ACTIONS = {
     "dynamodb:GetItem",  # reading the manifest
     "dynamodb:Query",  # finding left-over rows when no bound is recorded
     "lambda:InvokeFunction",  # continuing a file past one invocation's timeout
+    "sqs:SendMessage",  # Lambda, as the function, hands over an event that failed every retry
     "logs:CreateLogGroup",
     "logs:CreateLogStream",
     "logs:PutLogEvents",
@@ -82,6 +84,7 @@ def test_policy_allows_exactly_the_needed_actions_on_the_stacks_own_resources() 
         f"{ARNS['bucket_arn']}/*",
         ARNS["table_arn"],
         ARNS["function_arn"],
+        ARNS["failed_events_queue_arn"],
         ARNS["log_group_arn"],
         f"{ARNS['log_group_arn']}:*",
     }
@@ -96,6 +99,26 @@ def test_policy_allows_exactly_the_needed_actions_on_the_stacks_own_resources() 
         # Each statement's actions concern the service its resources belong to.
         services = {a.split(":")[0] for a in as_list(statement["Action"])}
         assert services == {r.split(":")[2] for r in resources}, statement
+
+
+def sqs_statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        s
+        for s in statements(policy)
+        if any(a.startswith("sqs:") for a in as_list(s["Action"]))
+        or any(r.startswith("arn:aws:sqs:") for r in as_list(s["Resource"]))
+    ]
+
+
+def test_the_only_sqs_permission_is_sending_to_the_failed_events_queue() -> None:
+    assert sqs_statements(function_policy(**ARNS)) == [
+        {
+            "Sid": "SendFailedEvents",
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage"],
+            "Resource": [ARNS["failed_events_queue_arn"]],
+        }
+    ]
 
 
 def test_only_lambda_may_assume_the_role() -> None:
@@ -125,7 +148,16 @@ def test_deployed_role_holds_only_that_policy(
         table_arn=deployed_stack.table_arn,
         log_group_arn=f"arn:aws:logs:{region}:{account}:log-group:{deployed_stack.log_group}",
         function_arn=deployed_stack.function_arn,
+        failed_events_queue_arn=deployed_stack.failed_events_queue_arn,
     )
+    # The one queue it may send to is the stack's own, by the ARN SQS gives it.
+    sqs = aws_endpoint.client("sqs")
+    url = sqs.get_queue_url(QueueName=stack_config.failed_events_queue)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    [statement] = sqs_statements(document)
+    assert statement["Action"] == ["sqs:SendMessage"] and statement["Resource"] == [queue_arn]
     assert iam.list_role_policies(RoleName=role)["PolicyNames"] == [POLICY_NAME]
     assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
     trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]

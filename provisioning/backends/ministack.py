@@ -16,7 +16,7 @@ from pathlib import Path
 from .base import DEFAULT_REGION, Backend, BackendUnavailable, Endpoint, wait_until_healthy
 
 #: Services the stack needs; the rest of ministack stays switched off.
-SERVICES = "s3,dynamodb,lambda,iam,sts,logs"
+SERVICES = "s3,dynamodb,lambda,iam,sts,logs,sqs"
 
 
 def free_port() -> int:

@@ -1,0 +1,141 @@
+"""An event that fails every retry lands in the failed-events queue instead of vanishing.
+
+Runs against a test-only variant of the function, deployed under its own
+names, whose zip adds ``tests/fault_injection.py`` (as in ``test_faults``):
+the ``getobject-always`` fault makes every attempt fail, so Lambda's
+asynchronous retries run out and the event goes to the on-failure
+destination.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_plus
+
+import pytest
+
+from provisioning.backends import Endpoint
+from provisioning.ingestion import PipelineClient
+from provisioning.packaging import build_zip
+from provisioning.stack import Stack, StackConfig, StackOutputs
+
+FAULT_MODULE = Path(__file__).with_name("fault_injection.py")
+
+#: Fewer retries than Lambda's default of 2 keep the test short.
+MAX_RETRY_ATTEMPTS = 1
+
+
+@dataclass(frozen=True)
+class FaultyStack:
+    outputs: StackOutputs
+    client: PipelineClient
+    sqs: Any
+
+
+@pytest.fixture(scope="module")
+def failing_stack(aws_endpoint: Endpoint) -> Iterator[FaultyStack]:
+    """The function with ``fault_injection`` wrapped around it, one retry, own names."""
+    tag = f"dead-letters-{uuid.uuid4().hex[:8]}"
+    config = StackConfig(
+        bucket=tag,
+        table=tag,
+        function=tag,
+        role=tag,
+        timeout_s=10,
+        max_retry_attempts=MAX_RETRY_ATTEMPTS,
+    )
+    stack = Stack(aws_endpoint, config)
+    try:
+        outputs = stack.deploy()
+        code = build_zip(extra_files={"fault_injection.py": FAULT_MODULE.read_bytes()})
+        waiter = {"Delay": 1, "MaxAttempts": 60}
+        stack.lambda_.update_function_code(FunctionName=config.function, ZipFile=code)
+        stack.lambda_.get_waiter("function_updated_v2").wait(
+            FunctionName=config.function, WaiterConfig=waiter
+        )
+        stack.lambda_.update_function_configuration(
+            FunctionName=config.function, Handler="fault_injection.lambda_handler"
+        )
+        stack.lambda_.get_waiter("function_updated_v2").wait(
+            FunctionName=config.function, WaiterConfig=waiter
+        )
+        yield FaultyStack(outputs, PipelineClient(aws_endpoint, config), stack.sqs)
+    finally:
+        stack.destroy()
+
+
+def is_record_of(record: dict[str, Any], bucket: str, key: str) -> bool:
+    s3 = record.get("s3") or {}
+    return bool(
+        (s3.get("bucket") or {}).get("name") == bucket
+        and unquote_plus((s3.get("object") or {}).get("key", "")) == key
+    )
+
+
+def receive_failed_event(sqs: Any, queue_url: str, bucket: str, key: str, timeout: float) -> Any:
+    """The queue's message about s3://bucket/key, by long polling; deleted once read."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while (remaining := deadline - time.monotonic()) > 0:
+        response = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=max(1, min(20, int(remaining))),
+        )
+        for message in response.get("Messages", []):
+            seen.append(message["Body"])
+            body = json.loads(message["Body"])
+            records = (body.get("requestPayload") or {}).get("Records") or []
+            if any(is_record_of(r, bucket, key) for r in records):
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                return body
+    raise AssertionError(
+        f"no failed event for s3://{bucket}/{key} in {queue_url} within {timeout:.0f}s; "
+        f"other messages: {seen}"
+    )
+
+
+@pytest.mark.e2e
+def test_an_event_failing_every_retry_lands_in_the_failed_events_queue(
+    failing_stack: FaultyStack,
+) -> None:
+    outputs, client = failing_stack.outputs, failing_stack.client
+    key = f"faults/getobject-always/{uuid.uuid4().hex}.csv"
+    since = int(time.time() * 1000) - 1000
+    etag = client.upload(key, b"id,name\n1,one\n")
+
+    failed = receive_failed_event(
+        failing_stack.sqs, outputs.failed_events_queue_url, outputs.bucket, key, timeout=20
+    )
+    context = failed["requestContext"]
+    assert context["condition"] == "RetriesExhausted", failed
+    # AWS names the qualified version; an emulator may not.
+    assert context["functionArn"] in (outputs.function_arn, f"{outputs.function_arn}:$LATEST")
+    [record] = failed["requestPayload"]["Records"]
+    assert record["eventSource"] == "aws:s3"
+    assert record["eventName"].startswith("ObjectCreated:")
+    assert is_record_of(record, outputs.bucket, key)
+    assert record["s3"]["object"]["eTag"].strip('"') == etag
+    assert failed["responseContext"]["functionError"], failed
+
+    # The first attempt and every retry ran, and no more: each failed at GetObject
+    # (before "Starting") and recorded why. The log of an invocation is written
+    # when it ends, so all are there once the event has been given up on.
+    lines = client.lambda_log_lines(since_ms=since, limit=100_000)
+    attempts = 1 + MAX_RETRY_ATTEMPTS
+    assert sum("FAULT getobject-always: GetObject fails" in line for line in lines) == attempts, (
+        lines
+    )
+    source = client.source(key)
+    assert sum(f"FAILED {source}: cannot read object" in line for line in lines) == attempts
+
+    manifest = client.manifest(key)
+    assert manifest is not None and manifest["status"] == "FAILED", manifest
+    assert manifest["etag"] == etag
+    assert "cannot read object" in manifest["error"] and "InternalError" in manifest["error"]
