@@ -12,6 +12,11 @@ module beside ``csv_pipeline`` and whose handler is
 * ``getobject`` — GetObject fails with a 500 InternalError;
 * ``getobject-always`` — GetObject fails with a 500 InternalError on every
   attempt, so the event ends in the failed-events queue;
+* ``no-listbucket`` — S3 answers a read of a missing key with 403
+  AccessDenied instead of 404, as AWS does for a reader without
+  ``s3:ListBucket`` (the emulator always says 404);
+* ``writes-never-start`` — no row write request can be sent (every one is
+  "out of time"), so an invocation makes no progress at all;
 * ``throttle`` — a burst of throttling: for the first 30 row write calls of
   an invocation, DynamoDB hands back half of the requests of every other call
   as UnprocessedItems and rejects every fourth call as throttled.
@@ -35,7 +40,7 @@ from urllib.parse import unquote_plus
 import boto3
 from botocore.exceptions import ClientError
 
-from csv_pipeline import handler, wire
+from csv_pipeline import aws, handler, table_writer, wire
 
 MARKERS = "fault-markers"
 
@@ -49,7 +54,7 @@ def marker_key(fault: str, etag: str, key: str) -> str:
 def _first_time(bucket: str, fault: str, etag: str, key: str) -> bool:
     """True exactly once per (fault, object version), whatever process asks."""
     try:
-        handler._client("s3").put_object(
+        aws.client("s3").put_object(
             Bucket=bucket, Key=marker_key(fault, etag, key), Body=b"", IfNoneMatch="*"
         )
     except ClientError as exc:
@@ -147,7 +152,7 @@ def _install(fault: str, bucket: str, key: str, etag: str) -> Callable[[], None]
         return _patch_writes(throttling)
 
     if fault == "getobject":
-        events = handler._client("s3").meta.events
+        events = aws.client("s3").meta.events
 
         def failing_get(**_: Any) -> None:
             if _first_time(bucket, fault, etag, key):
@@ -158,7 +163,7 @@ def _install(fault: str, bucket: str, key: str, etag: str) -> Callable[[], None]
         return lambda: events.unregister("before-call.s3.GetObject", unique_id="fault-getobject")
 
     if fault == "getobject-always":
-        events = handler._client("s3").meta.events
+        events = aws.client("s3").meta.events
 
         def always_failing_get(**_: Any) -> None:
             print(f"FAULT {fault}: GetObject fails", flush=True)
@@ -167,6 +172,39 @@ def _install(fault: str, bucket: str, key: str, etag: str) -> Callable[[], None]
         always = "fault-getobject-always"
         events.register("before-call.s3.GetObject", always_failing_get, unique_id=always)
         return lambda: events.unregister("before-call.s3.GetObject", unique_id=always)
+
+    if fault == "no-listbucket":
+        events = aws.client("s3").meta.events
+
+        def forbidden_when_missing(parsed: dict[str, Any], **_: Any) -> None:
+            if parsed.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                print(f"FAULT {fault}: a missing key answers 403", flush=True)
+                parsed["Error"] = {"Code": "AccessDenied", "Message": "Access Denied"}
+                parsed.setdefault("ResponseMetadata", {})["HTTPStatusCode"] = 403
+
+        operations = ("HeadObject", "GetObject")
+        for operation in operations:
+            events.register(f"after-call.s3.{operation}", forbidden_when_missing, unique_id=fault)
+
+        def undo_forbidden() -> None:
+            for operation in operations:
+                events.unregister(f"after-call.s3.{operation}", unique_id=fault)
+
+        return undo_forbidden
+
+    if fault == "writes-never-start":
+        real_check = table_writer.BatchWriter._check_time
+
+        def never(self: Any, delay: float) -> None:
+            print(f"FAULT {fault}: no write request may start", flush=True)
+            raise table_writer.OutOfTime("injected: no time left for writing")
+
+        table_writer.BatchWriter._check_time = never  # type: ignore[method-assign]
+
+        def undo_never() -> None:
+            table_writer.BatchWriter._check_time = real_check  # type: ignore[method-assign]
+
+        return undo_never
 
     return lambda: None
 

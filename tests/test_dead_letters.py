@@ -133,7 +133,8 @@ def test_an_event_failing_every_retry_lands_in_the_failed_events_queue(
         lines
     )
     source = client.source(key)
-    assert sum(f"FAILED {source}: cannot read object" in line for line in lines) == attempts
+    failed = [line for line in lines if f"FAILED {source}:" in line]
+    assert len(failed) == attempts and all("cannot read object" in line for line in failed), lines
 
     manifest = client.manifest(key)
     assert manifest is not None and manifest["status"] == "FAILED", manifest

@@ -30,19 +30,9 @@ from fault_injection import marker_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from csv_pipeline.expressions import Update
+from csv_pipeline.lease import Lease, SourceBusy, Superseded, replacing
 from csv_pipeline.manifest import Manifest
-from csv_pipeline.ownership import (
-    Checkpoint,
-    Decision,
-    Lease,
-    Progress,
-    SourceBusy,
-    Superseded,
-    Version,
-    decide,
-    rows_left_behind,
-    sequencer_order,
-)
 from csv_pipeline.parsing import (
     CsvDocument,
     FileRejected,
@@ -51,6 +41,8 @@ from csv_pipeline.parsing import (
     open_text,
     parse_bytes,
 )
+from csv_pipeline.progress import Checkpoint
+from csv_pipeline.versions import Decision, Version, decide, sequencer_order
 from provisioning.backends import Endpoint
 from provisioning.ingestion import PipelineClient, plain
 from provisioning.packaging import build_zip
@@ -102,7 +94,11 @@ def expected(source: str, body: bytes) -> tuple[dict[str, Any], list[dict[str, A
         for o in outcomes
         if isinstance(o, Record)
     ]
-    rejected = [{"row": o.row, "reason": o.reason} for o in outcomes if not isinstance(o, Record)]
+    rejected = [
+        {"row": o.row, "reason": o.reason, "code": o.code}
+        for o in outcomes
+        if not isinstance(o, Record)
+    ]
     fields = {
         "status": "COMPLETE",
         "rows_written": len(rows),
@@ -373,25 +369,22 @@ def test_lease_decisions(
     assert decide(current, version, "me", now=100.0) is decision
 
 
-def test_what_may_be_left_behind() -> None:
+def test_rows_of_another_version_may_exist_unless_the_source_never_had_a_manifest() -> None:
     v1 = Version("e1", "01")
-    assert rows_left_behind(None, v1) == (0, False)
-    complete = manifest("e0", status="COMPLETE", rows_written=7, rows_rejected=3)
-    assert rows_left_behind(complete, v1) == (10, False)
-    assert rows_left_behind(manifest("e0", status="FAILED", error="bad header"), v1) == (0, False)
-    released = manifest("e0", rows_high=40)
-    assert rows_left_behind(released, v1) == (40, False)
-    died = manifest("e0", owner="x", until=1, rows_high=40)
-    assert rows_left_behind(died, v1) == (-1, False)
-    died_same_version = manifest("e1", owner="x", until=1, rows_high=40)
-    assert rows_left_behind(died_same_version, v1) == (40, True)
+    assert not replacing(None, v1)
+    assert replacing(manifest("e0", status="COMPLETE"), v1)
+    assert replacing(manifest("e0", owner="x", until=1), v1)
+    assert replacing(manifest("e1", status="FAILED"), v1)  # a final FAILED: rows were removed
+    assert not replacing(manifest("e1", owner="x", until=1, replacing=False), v1)
+    assert replacing(manifest("e1", owner="x", until=1, replacing=True), v1)
+    assert replacing(manifest("e0", replacing=False), v1)  # another version's flag
 
 
 # -- the lease against the emulator's table --------------------------------------------------
 
 
-def progress(point: Checkpoint) -> Progress:
-    return Progress(point, point.records, 0, [], ["a"])
+def progress(point: Checkpoint) -> Update:
+    return Update({"checkpoint": point.as_value(), "rows_written": point.records})
 
 
 @pytest.fixture
@@ -417,7 +410,7 @@ def test_one_of_many_racing_invocations_takes_the_source(
         lease = Lease(client, table, source, version, seconds=30)
         try:
             claim = lease.acquire(wait_until=time.monotonic() + 1.5, poll=0.1)
-            outcome: Any = (lease, claim.decision if claim.state is None else "held")
+            outcome: Any = (lease, claim.decision if claim.held is None else "held")
         except SourceBusy:
             outcome = (lease, "busy")
         with lock:
@@ -436,7 +429,7 @@ def test_one_of_many_racing_invocations_takes_the_source(
     state = Manifest(status="COMPLETE", etag="etag-1", sequencer=version.sequencer)
     assert holder.finish(state)
     again = Lease(client, table, source, version).acquire(wait_until=time.monotonic())
-    assert again.decision is Decision.DONE and again.state is None
+    assert again.decision is Decision.DONE and again.held is None
 
 
 @pytest.mark.e2e
@@ -446,7 +439,7 @@ def test_a_newer_version_takes_over_from_an_older_one_in_flight(
     client, table, source = lease_source
     older = Lease(client, table, source, Version("old", "0000000000000000A1"), seconds=30)
     claim = older.acquire()
-    assert claim.state is not None
+    assert claim.held is not None and not claim.held.replacing
     newer = Lease(client, table, source, Version("new", "0000000000000000B2"), seconds=30)
     outcome: dict[str, Any] = {}
     waiting = threading.Thread(
@@ -455,12 +448,14 @@ def test_a_newer_version_takes_over_from_an_older_one_in_flight(
     waiting.start()
     wait_for(lambda: older.read().get("superseded_by"), 5, "the newer version to ask")  # type: ignore[union-attr]
     with pytest.raises(Superseded):
-        older.checkpoint(progress(Checkpoint(offset=100, records=25, lines=26)))
+        older.record(progress(Checkpoint(offset=100, records=25, lines=26)))
     assert not outcome, "the newer version must wait until the older one lets go"
-    assert older.release(reached=25)
+    assert older.let_go()
     waiting.join()
-    assert outcome["claim"].state is not None and outcome["claim"].state.etag == "new"
-    assert newer.rows_high == 25  # the older version's rows past the newer's end get deleted
+    held = outcome["claim"].held
+    assert held is not None and held.manifest.etag == "new"
+    assert held.checkpoint is None  # another version's checkpoint means nothing to this one
+    assert held.replacing  # the older version's rows past the newer's end get deleted
 
 
 @pytest.mark.e2e
@@ -471,16 +466,16 @@ def test_a_dead_holders_lease_expires_and_is_taken_over(
     version = Version("etag-1", "0000000000000000A1")
     dead = Lease(client, table, source, version, seconds=1)
     claim = dead.acquire()
-    assert claim.state is not None
-    dead.checkpoint(progress(Checkpoint(offset=120, records=30, lines=31)))
+    assert claim.held is not None
+    dead.record(progress(Checkpoint(offset=120, records=30, lines=31)))
     # The holder now "dies": it never renews. A retry of the same version waits for
     # the lease to run out, then resumes from the checkpoint.
     retry = Lease(client, table, source, version, seconds=30)
     started = time.monotonic()
     taken = retry.acquire(wait_until=time.monotonic() + 10, poll=0.1)
-    assert taken.state is not None and time.monotonic() - started < 5
-    assert taken.resume_from == Checkpoint(offset=120, records=30, lines=31)
-    assert retry.own_unknown  # the dead attempt may have written past its checkpoint
+    assert taken.held is not None and time.monotonic() - started < 5
+    assert taken.held.checkpoint == Checkpoint(offset=120, records=30, lines=31)
+    assert taken.held.manifest.rows_written == 30
     with pytest.raises(ClientError):  # and the dead holder can no longer write
         dead.client.update_item(
             TableName=table,
@@ -594,19 +589,31 @@ def test_a_late_event_for_an_overwritten_version_changes_nothing(
 
 # -- end to end: injected faults on a test-only variant ----------------------------------------
 
+#: Records read plus rows cleaned up per invocation on the fault stack: files of
+#: a few thousand rows need several invocations, however fast the machine is.
+ROWS_PER_INVOCATION = 2_500
+
 
 @pytest.fixture(scope="module")
 def faulty(aws_endpoint: Endpoint) -> Iterator[PipelineClient]:
-    """The function with ``fault_injection`` wrapped around it, 3 s timeout, own names."""
+    """The function with ``fault_injection`` wrapped around it, own names, small budgets.
+
+    A short timeout keeps the hang test short; ``ROWS_PER_INVOCATION`` makes
+    continuations happen at the same records on every machine.
+    """
     tag = f"faults-{uuid.uuid4().hex[:8]}"
     config = StackConfig(
         bucket=tag,
         table=tag,
         function=tag,
         role=tag,
-        timeout_s=3,
+        timeout_s=8,
         progress_every=1000,
-        environment={"CHECKPOINT_SECONDS": "0.25", "LEASE_SECONDS": "2"},
+        environment={
+            "CHECKPOINT_SECONDS": "0.25",
+            "LEASE_SECONDS": "3",
+            "ROWS_PER_INVOCATION": str(ROWS_PER_INVOCATION),
+        },
     )
     stack = Stack(aws_endpoint, config)
     stack.deploy()
@@ -636,13 +643,21 @@ def fault_happened(client: PipelineClient, fault: str, etag: str, key: str) -> b
     return True
 
 
+def invoke(client: PipelineClient, endpoint: Endpoint, event: dict[str, Any]) -> dict[str, Any]:
+    """Run the function synchronously; its response (``FunctionError`` set if it raised)."""
+    response = endpoint.client("lambda").invoke(
+        FunctionName=client.config.function, Payload=json.dumps(event).encode()
+    )
+    return {**response, "Payload": json.loads(response["Payload"].read())}
+
+
 @pytest.mark.e2e
-@pytest.mark.parametrize("fault", ["crash-after-150", "hang-after-100"])
+@pytest.mark.parametrize("fault", ["crash-after-40", "hang-after-40"])
 def test_a_lambda_dying_mid_file_is_resumed_by_the_retry(
     faulty: PipelineClient, fault: str
 ) -> None:
     key = f"faults/{fault}/{uuid.uuid4().hex}.csv"
-    body = varied_csv(12_000, fault)
+    body = varied_csv(6_000, fault)
     since = now_ms()
     etag = faulty.upload(key, body)
     faulty.wait_for_manifest(key, etag, 180)
@@ -657,16 +672,107 @@ def test_a_lambda_dying_mid_file_is_resumed_by_the_retry(
 @pytest.mark.e2e
 def test_a_file_longer_than_one_invocation_is_continued(faulty: PipelineClient) -> None:
     key = f"faults/none/{uuid.uuid4().hex}.csv"
-    body = varied_csv(60_000, "long")
+    body = varied_csv(4 * ROWS_PER_INVOCATION, "long")
     since = now_ms()
     etag = faulty.upload(key, body)
-    faulty.wait_for_manifest(key, etag, 300)
+    faulty.wait_for_manifest(key, etag, 180)
     source = faulty.source(key)
     lines = wait_for_log(faulty, since, lambda line: f"Finished {source}" in line, "Finished")
     assert sum(f"Starting {source}" in line for line in lines) == 1
-    assert any(f"Continuing {source} in a new invocation" in line for line in lines), lines[-40:]
-    assert any(f"Resuming {source}" in line for line in lines)
+    handed_on = [line for line in lines if f"Continuing {source} in a new invocation" in line]
+    assert len(handed_on) >= 4, lines[-40:]  # after 2,500, 5,000, 7,500 and 10,000 records
+    assert sum(f"Resuming {source}" in line for line in lines) >= 3
     assert_exactly(faulty, key, body, etag, all_rows=False)
+
+
+def cleanup_rows_resumed_after(lines: list[str], source: str) -> list[int]:
+    prefix = f"Resuming clean-up of {source} after row "
+    return [int(line.split(prefix)[1].split()[0]) for line in lines if prefix in line]
+
+
+@pytest.mark.e2e
+def test_a_clean_up_longer_than_one_invocation_resumes_where_it_stopped(
+    faulty: PipelineClient,
+) -> None:
+    """A long file replaced by a short one: the stale rows take several invocations."""
+    key = f"faults/none/{uuid.uuid4().hex}.csv"
+    faulty.ingest(key, varied_csv(3 * ROWS_PER_INVOCATION, "long"), timeout=180)
+    since = now_ms()
+    short = varied_csv(10, "short")
+    etag = faulty.upload(key, short)
+    faulty.wait_for_manifest(key, etag, 180)
+    source = faulty.source(key)
+    lines = wait_for_log(faulty, since, lambda line: f"Finished {source}" in line, "Finished")
+    resumed = cleanup_rows_resumed_after(lines, source)
+    assert len(resumed) >= 2 and resumed == sorted(set(resumed)), lines[-40:]
+    assert resumed[0] >= ROWS_PER_INVOCATION - 10  # the first invocation's deletions held
+    assert_exactly(faulty, key, short, etag)
+
+
+@pytest.mark.e2e
+def test_a_file_failing_late_removes_all_its_rows_across_invocations(
+    faulty: PipelineClient,
+) -> None:
+    """Invalid UTF-8 near the end: FAILED, and every row already written is removed."""
+    key = f"faults/none/{uuid.uuid4().hex}.csv"
+    body = varied_csv(3 * ROWS_PER_INVOCATION, "late") + b"\xff,late,bad byte,\n"
+    since = now_ms()
+    etag = faulty.upload(key, body)
+    manifest = faulty.wait_for_manifest(key, etag, 180)
+    assert manifest["status"] == "FAILED" and manifest["error_code"] == "NOT_UTF8", manifest
+    assert (manifest["rows_written"], manifest["rows_rejected"]) == (0, 0)
+    assert faulty.rows(key) == []
+    lines = log_lines(faulty, since)
+    assert len(cleanup_rows_resumed_after(lines, faulty.source(key))) >= 2, lines[-40:]
+
+
+@pytest.mark.e2e
+def test_an_invocation_that_makes_no_progress_fails_instead_of_handing_on(
+    faulty: PipelineClient,
+) -> None:
+    key = f"faults/writes-never-start/{uuid.uuid4().hex}.csv"
+    since = now_ms()
+    etag = faulty.upload(key, varied_csv(100, "stuck"))
+    manifest = faulty.wait_for_manifest(key, etag, 60)
+    assert manifest["status"] == "FAILED" and manifest["error_code"] == "NO_PROGRESS", manifest
+    assert "made no progress" in manifest["error"]
+    source = faulty.source(key)
+    lines = wait_for_log(faulty, since, lambda line: f"FAILED {source}" in line, "FAILED")
+    assert not [line for line in lines if f"Continuing {source}" in line]
+
+
+@pytest.mark.e2e
+def test_a_file_handed_on_too_often_fails_instead_of_looping(
+    faulty: PipelineClient, aws_endpoint: Endpoint
+) -> None:
+    """An event whose hop count is at the maximum may not be handed on again."""
+    key = f"faults/none/{uuid.uuid4().hex}.hold"  # not a .csv: no notification
+    etag = faulty.upload(key, varied_csv(2 * ROWS_PER_INVOCATION, "hops"))
+    event = s3_event(faulty.config.bucket, key, etag, "0000000000000000A1")
+    response = invoke(faulty, aws_endpoint, {**event, "continuation": {"hop": 100}})
+    assert response.get("FunctionError"), response
+    manifest = faulty.manifest(key)
+    assert manifest is not None and manifest["status"] == "FAILED", manifest
+    assert manifest["error_code"] == "TOO_MANY_CONTINUATIONS", manifest
+    below = invoke(faulty, aws_endpoint, {**event, "continuation": {"hop": 99}})
+    assert below["Payload"]["results"][0]["status"] == "CONTINUED", below
+
+
+@pytest.mark.e2e
+def test_an_object_deleted_before_it_is_read_is_skipped_even_when_s3_answers_403(
+    faulty: PipelineClient, aws_endpoint: Endpoint
+) -> None:
+    """Without ``s3:ListBucket`` AWS answers 403, not 404, for a missing key."""
+    key = f"faults/no-listbucket/{uuid.uuid4().hex}.hold"  # not a .csv: no notification
+    etag = faulty.upload(key, varied_csv(10, "gone"))
+    faulty.s3.delete_object(Bucket=faulty.config.bucket, Key=key)
+    since = now_ms()
+    response = invoke(faulty, aws_endpoint, s3_event(faulty.config.bucket, key, etag, "0A"))
+    assert not response.get("FunctionError"), response
+    assert response["Payload"]["results"][0]["status"] == "GONE", response
+    assert faulty.manifest(key) is None
+    lines = wait_for_log(faulty, since, lambda line: "answers 403" in line, "the injected 403")
+    assert any(f"Skipping {faulty.source(key)}" in line and "deleted" in line for line in lines)
 
 
 @pytest.mark.e2e
@@ -675,20 +781,13 @@ def test_a_getobject_failure_is_recorded_failed_then_the_retry_succeeds(
 ) -> None:
     key = f"faults/getobject/{uuid.uuid4().hex}.csv"
     body = varied_csv(2_000, "get")
-    seen: list[dict[str, Any]] = []
+    since = now_ms()
     etag = faulty.upload(key, body)
-
-    def complete() -> bool:
-        manifest = faulty.manifest(key)
-        if manifest and (not seen or seen[-1] != manifest):
-            seen.append(manifest)
-        return bool(manifest and manifest["status"] == "COMPLETE")
-
-    wait_for(complete, 120, "the retry to complete the file")
-    failed = [m for m in seen if m["status"] == "FAILED"]
-    assert failed, seen
-    assert "cannot read object" in failed[0]["error"] and "InternalError" in failed[0]["error"]
-    assert failed[0]["etag"] == etag
+    faulty.wait_for_manifest(key, etag, 120)
+    source = faulty.source(key)
+    lines = wait_for_log(faulty, since, lambda line: f"Finished {source}" in line, "Finished")
+    [failed] = [line for line in lines if f"FAILED {source}:" in line]
+    assert "cannot read object" in failed and "InternalError" in failed, failed
     assert fault_happened(faulty, "getobject", etag, key)
     assert_exactly(faulty, key, body, etag)
 

@@ -129,16 +129,10 @@ class Job:
                 return None
         except FileRejected as exc:
             logger.error("FAILED %s: %s", self.ref.source, exc)
-            self.manifest = replace(
-                self.manifest,
-                rows_written=0,
-                rows_rejected=0,
-                rejected=[],
-                error=str(exc),
-                error_code=exc.code,
-            )
-            return self._begin_cleanup(keep=0, status=FAILED)
-        return self._begin_cleanup(keep=self.checkpoint.records, status=COMPLETE)
+            self.manifest = replace(self.manifest, rows_written=0, rows_rejected=0, rejected=[])
+            return self._begin_cleanup(Cleanup(0, FAILED, 0, str(exc), exc.code))
+        last = self.checkpoint.records
+        return self._begin_cleanup(Cleanup(keep=last, status=COMPLETE, cursor=last))
 
     def _stream(self) -> bool:
         """Write records from the checkpoint on; True at the end of the object."""
@@ -226,12 +220,9 @@ class Job:
 
     # -- stage 2: clean up -----------------------------------------------------------
 
-    def _begin_cleanup(self, keep: int, status: str) -> Cleanup:
-        """Record that reading has ended (the clean-up is skipped when nothing can be left)."""
-        cleanup = Cleanup(keep=keep, status=status, cursor=keep)
+    def _begin_cleanup(self, cleanup: Cleanup) -> Cleanup:
+        """Record that reading has ended, and how: the counters and the outcome to come."""
         update = {"cleanup": cleanup.as_value(), **self.manifest.counters()}
-        if status == FAILED:
-            update.update(error=self.manifest.error, error_code=self.manifest.error_code)
         self.lease.record(Update(update, remove=("checkpoint",)))
         return cleanup
 
@@ -277,7 +268,14 @@ class Job:
     def _finish(self) -> None:
         """Replace the in-flight manifest by the final one."""
         assert self.cleanup is not None
-        final = replace(self.manifest, status=self.cleanup.status, finished_at=utc_now())
+        cleanup = self.cleanup
+        final = replace(
+            self.manifest,
+            status=cleanup.status,
+            error=cleanup.error,
+            error_code=cleanup.error_code,
+            finished_at=utc_now(),
+        )
         if not self.lease.finish(final):
             raise LeaseLost(f"{self.ref.source} was taken over just before its final manifest")
         self.manifest = final

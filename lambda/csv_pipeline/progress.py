@@ -41,15 +41,27 @@ class Cleanup:
     status: str
     #: Every row of the source up to this one is settled (``keep`` at first).
     cursor: int
+    #: Why, and its code, when ``status`` is FAILED.
+    error: str | None = None
+    error_code: str | None = None
 
     def as_value(self) -> dict[str, Any]:
-        return {"keep": self.keep, "status": self.status, "cursor": self.cursor}
+        value: dict[str, Any] = {"keep": self.keep, "status": self.status, "cursor": self.cursor}
+        if self.error is not None:
+            value.update(error=self.error, error_code=self.error_code)
+        return value
 
     @classmethod
     def from_value(cls, value: dict[str, Any] | None) -> Cleanup | None:
         if not value:
             return None
-        return cls(int(value["keep"]), str(value["status"]), int(value["cursor"]))
+        return cls(
+            int(value["keep"]),
+            str(value["status"]),
+            int(value["cursor"]),
+            value.get("error"),
+            value.get("error_code"),
+        )
 
 
 @dataclass(frozen=True)
