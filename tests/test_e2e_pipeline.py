@@ -265,3 +265,25 @@ def test_ten_thousand_rows(pipeline: PipelineClient, unique_key: str) -> None:
         "note": "quoted, 7",
     }
     assert all(r["blank"] is None and r["id"] == str(r["row"]) for r in result.rows)
+
+
+def test_every_record_of_an_event_is_processed(
+    pipeline: PipelineClient, unique_key: str, aws_endpoint: Any
+) -> None:
+    """A hand-made or redelivered event may carry several records, of any kind."""
+    keys = [unique_key[:-4] + suffix for suffix in ("-one.hold", " two ü.hold")]
+    etags = [pipeline.upload(key, f"n\n{i}\n".encode()) for i, key in enumerate(keys)]
+    records = [
+        s3_event(pipeline.config.bucket, k, e)["Records"][0]
+        for k, e in zip(keys, etags, strict=True)
+    ]
+    removed = {**records[0], "eventName": "ObjectRemoved:Delete"}
+    event = {"Records": [records[0], removed, records[1]]}
+    response = aws_endpoint.client("lambda").invoke(
+        FunctionName=pipeline.config.function, Payload=json.dumps(event).encode()
+    )
+    payload = json.loads(response["Payload"].read())
+    assert "FunctionError" not in response, payload
+    assert [r["status"] for r in payload["results"]] == ["COMPLETE", "COMPLETE"]
+    for i, key in enumerate(keys):
+        assert [row["n"] for row in pipeline.rows(key)] == [str(i)]

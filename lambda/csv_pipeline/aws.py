@@ -36,7 +36,7 @@ def client(service: str) -> Any:
     its deadline, and botocore's standard retries cover a slow moment.
     """
     config = Config(
-        retries={"mode": "standard", "max_attempts": 5},
+        retries={"mode": "standard", "total_max_attempts": 5},
         connect_timeout=2,
         read_timeout=10,
     )
@@ -53,7 +53,7 @@ def row_writer(request_seconds: float, pool: int) -> PreSerializedBatchWriter:
     writer's give-up time has ended before the invocation does.
     """
     config = Config(
-        retries={"mode": "standard", "max_attempts": 1},
+        retries={"mode": "standard", "total_max_attempts": 1},
         parameter_validation=False,
         connect_timeout=request_seconds / 2,
         read_timeout=request_seconds / 2,

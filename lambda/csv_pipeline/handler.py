@@ -1,6 +1,6 @@
 """Lambda entry point: S3 ``ObjectCreated`` events in, DynamoDB rows out.
 
-One path, top to bottom (the design and its reasons: ``docs/design.md``):
+One path, top to bottom (the design and its reasons: ``lambda/DESIGN.md``):
 
 1. :func:`lambda_handler` runs :func:`process_object` for every
    ``ObjectCreated`` record of the event.

@@ -141,32 +141,37 @@ class Job:
             return True
         self._log_start()
         lines = LineReader(body, offset=self.checkpoint.offset)
-        document = self._document(lines)
+        try:
+            document = self._document(lines)
+            with self._writing() as writer:
+                return self._write_records(document, lines, writer)
+        finally:
+            body.close()
+
+    def _write_records(self, document: CsvDocument, lines: LineReader, writer: BatchWriter) -> bool:
+        """Put each accepted record, delete each rejected one's row; False to stop early."""
         state, source, every = self.manifest, self.ref.source, settings.progress_every()
         start = self.checkpoint.records
         stop_row = start + self.budget
         next_check = time.monotonic() + settings.checkpoint_seconds()
-        with self._writing() as writer:
-            try:
-                for outcome in document:
-                    row = outcome.row
-                    if isinstance(outcome, Record):
-                        state.rows_written += 1
-                        writer.put(outcome.item)
-                    else:
-                        state.reject(row, outcome.reason, outcome.code)
-                        writer.delete(key_of(source, row))  # may hold an older version's row
-                    if row % every == 0:
-                        logger.info("Processed %d records so far (%s)", row, source)
-                    if row >= stop_row or time.monotonic() >= next_check:
-                        writer.flush()
-                        self._record_checkpoint(lines, document)
-                        if row >= stop_row or self.deadline.passed():
-                            self.budget -= row - start
-                            return False
-                        next_check = time.monotonic() + settings.checkpoint_seconds()
-            finally:
-                body.close()
+        for outcome in document:
+            row = outcome.row
+            if isinstance(outcome, Record):
+                state.rows_written += 1
+                writer.put(outcome.item)
+            else:
+                state.reject(row, outcome.reason, outcome.code)
+                writer.delete(key_of(source, row))  # it may hold an older version's row
+            if row % every == 0:
+                logger.info("Processed %d records so far (%s)", row, source)
+            if row >= stop_row or time.monotonic() >= next_check:
+                writer.flush()
+                self._record_checkpoint(lines, document)
+                if row >= stop_row or self.deadline.passed():
+                    self.budget -= row - start
+                    return False
+                next_check = time.monotonic() + settings.checkpoint_seconds()
+        writer.flush()
         self.checkpoint = Checkpoint(lines.offset, document.records_seen, document.lines_seen)
         self.budget -= document.records_seen - start
         return True
