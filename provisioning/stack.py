@@ -16,6 +16,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from csv_pipeline.aws import error_code
+
 from .backends.base import Endpoint
 from .packaging import HANDLER, build_zip, code_sha256
 from .policy import LAMBDA_TRUST_POLICY, function_policy
@@ -92,10 +94,6 @@ class StackOutputs:
         return json.dumps(asdict(self), indent=2)
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 #: "No such queue", as the query (older) and JSON (newer) SQS protocols name it.
 _NO_SUCH_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
@@ -166,7 +164,7 @@ class Stack:
         try:
             self.s3.create_bucket(**args)
         except ClientError as exc:
-            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
         self.s3.get_waiter("bucket_exists").wait(Bucket=bucket)
         self.s3.put_public_access_block(
@@ -201,7 +199,7 @@ class Stack:
                 ],
             )
         except ClientError as exc:
-            if _code(exc) != "ResourceInUseException":
+            if error_code(exc) != "ResourceInUseException":
                 raise
         self.dynamodb.get_waiter("table_exists").wait(
             TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
@@ -233,7 +231,7 @@ class Stack:
             try:
                 return str(self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
             except ClientError as exc:
-                code = _code(exc)
+                code = error_code(exc)
                 if code in ("QueueAlreadyExists", "QueueNameExists"):
                     url = str(self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
                     self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
@@ -253,7 +251,7 @@ class Stack:
         try:
             arn = self.iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
         except ClientError as exc:
-            if _code(exc) != "EntityAlreadyExists":
+            if error_code(exc) != "EntityAlreadyExists":
                 raise
             self.iam.update_assume_role_policy(RoleName=role, PolicyDocument=trust)
             arn = self.iam.get_role(RoleName=role)["Role"]["Arn"]
@@ -287,7 +285,7 @@ class Stack:
         try:
             current = self.lambda_.get_function_configuration(FunctionName=name)
         except ClientError as exc:
-            if _code(exc) != "ResourceNotFoundException":
+            if error_code(exc) != "ResourceNotFoundException":
                 raise
             current = None
         if current is None:
@@ -319,7 +317,7 @@ class Stack:
                 FunctionName=self.config.function, RecursiveLoop="Allow"
             )
         except ClientError as exc:
-            if _code(exc) not in (
+            if error_code(exc) not in (
                 "InvalidAction",
                 "NotImplemented",
                 "UnknownOperationException",
@@ -340,7 +338,7 @@ class Stack:
         try:
             current = self.lambda_.get_function_event_invoke_config(FunctionName=name)
         except ClientError as exc:
-            if _code(exc) != "ResourceNotFoundException":
+            if error_code(exc) != "ResourceNotFoundException":
                 raise
             current = None
         if current is not None:
@@ -365,7 +363,7 @@ class Stack:
                 )
                 break
             except ClientError as exc:
-                retryable = _code(exc) == "InvalidParameterValueException" and (
+                retryable = error_code(exc) == "InvalidParameterValueException" and (
                     "permission" in str(exc).lower()
                 )
                 if not retryable or time.monotonic() > deadline:
@@ -381,7 +379,7 @@ class Stack:
                 response = self.lambda_.create_function(**settings, Code={"ZipFile": zip_bytes})
                 return str(response["FunctionArn"])
             except ClientError as exc:
-                retryable = _code(exc) == "InvalidParameterValueException" and (
+                retryable = error_code(exc) == "InvalidParameterValueException" and (
                     "role" in str(exc).lower()
                 )
                 if not retryable or time.monotonic() > deadline:
@@ -409,7 +407,7 @@ class Stack:
                 SourceAccount=account,
             )
         except ClientError as exc:
-            if _code(exc) != "ResourceConflictException":
+            if error_code(exc) != "ResourceConflictException":
                 raise
 
     def _ensure_notification(self, function_arn: str) -> None:
@@ -482,7 +480,7 @@ class Stack:
         try:
             action()
         except ClientError as exc:
-            if _code(exc) not in missing:
+            if error_code(exc) not in missing:
                 raise
 
 

@@ -58,7 +58,7 @@ def _first_time(bucket: str, fault: str, etag: str, key: str) -> bool:
             Bucket=bucket, Key=marker_key(fault, etag, key), Body=b"", IfNoneMatch="*"
         )
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+        if aws.error_code(exc) in ("PreconditionFailed", "412"):
             return False
         raise
     return True

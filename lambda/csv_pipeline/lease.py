@@ -51,16 +51,6 @@ DECISION_ATTRIBUTES = (
     "superseded_by",
 )
 
-#: Attributes only a manifest in flight (or FAILED awaiting a retry) holds.
-IN_FLIGHT_ATTRIBUTES = (
-    "lease_owner",
-    "lease_until",
-    "superseded_by",
-    "checkpoint",
-    "cleanup",
-    "replacing",
-)
-
 #: How long after an invocation's deadline its lease may still be counted on.
 LEASE_GRACE_SECONDS = 2.0
 
