@@ -498,7 +498,7 @@ class Bench:
         self.row_writer = PreSerializedBatchWriter(
             endpoint.client(
                 "dynamodb",
-                retries={"mode": "standard", "max_attempts": 1},
+                retries={"mode": "standard", "total_max_attempts": 1},
                 parameter_validation=False,
                 max_pool_connections=self.concurrency + 2,
             )
