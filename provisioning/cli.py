@@ -49,12 +49,33 @@ def _print_outputs(outputs: StackOutputs) -> None:
     print(outputs.to_json())
 
 
+class _StopRequested(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``up`` tears down and exits 0."""
+
+
+def _request_stop(signum: int, _frame: object) -> None:
+    raise _StopRequested(signal.Signals(signum).name)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    # Both handlers explicitly: Python installs its Ctrl-C handler only when
+    # SIGINT was not ignored at start-up, and a parent may have ignored it
+    # (pytest-xdist workers, nohup, some CI runners).
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run_up(args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_up(args: argparse.Namespace) -> int:
     selection = select_backend(args.backend, endpoint_url=args.endpoint_url, port=args.port)
     backend = selection.backend
-    print(f"Starting {backend.name} ({selection.reason})...", flush=True)
-    started = time.monotonic()
-    with backend as endpoint:
+    try:
+        print(f"Starting {backend.name} ({selection.reason})...", flush=True)
+        started = time.monotonic()
+        endpoint = backend.start()
         outputs = Stack(endpoint).deploy()
         print(f"Ready in {time.monotonic() - started:.1f}s. Endpoint: {endpoint.url}")
         _print_outputs(outputs)
@@ -66,12 +87,16 @@ def cmd_up(args: argparse.Namespace) -> int:
             "Press Ctrl-C to stop.",
             flush=True,
         )
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            print("\nStopping.")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nStopping.", flush=True)
+    finally:
+        # Teardown is bounded (the backends wait a few seconds at most); a
+        # second Ctrl-C must not cut it short and leave the emulator behind.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        backend.stop()
     return EXIT_OK
 
 

@@ -7,10 +7,10 @@ the figures themselves are what the command is for (see README, Performance).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
+from processes import run
 
 from provisioning.bench import BenchResult, SizeResult, format_report, sample_csv
 
@@ -48,7 +48,7 @@ def test_report_and_json_say_the_same() -> None:
 
 @pytest.mark.e2e
 def test_bench_command_prints_a_table_and_ends_with_json() -> None:
-    done = subprocess.run(
+    done = run(
         [
             sys.executable,
             "-m",
@@ -64,8 +64,6 @@ def test_bench_command_prints_a_table_and_ends_with_json() -> None:
             "--only-this-backend",
             "--json",
         ],
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr

@@ -126,11 +126,13 @@ def test_lambda_zip_is_reproducible_and_holds_only_the_package() -> None:
 
 def test_embedded_backend_stops_its_whole_process_group() -> None:
     backend = MinistackBackend()
-    endpoint = backend.start()
-    process = backend._process
-    assert process is not None
-    assert endpoint.client("s3").list_buckets()["Buckets"] == []
-    backend.stop()
+    try:
+        endpoint = backend.start()
+        process = backend._process
+        assert process is not None
+        assert endpoint.client("s3").list_buckets()["Buckets"] == []
+    finally:
+        backend.stop()
     backend.stop()  # idempotent
     assert process.poll() is not None
     with pytest.raises(ProcessLookupError):
