@@ -15,7 +15,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .backends import BACKEND_NAMES, BackendUnavailable, Endpoint, select_backend
+from .backends import (
+    BACKEND_NAMES,
+    BackendUnavailable,
+    Endpoint,
+    container_module,
+    select_backend,
+)
 from .backends.base import DEFAULT_REGION
 from .ingestion import Ingestion, IngestionError, PipelineClient
 from .progress import ProgressBar, human_bytes
@@ -187,6 +193,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_build_image(args: argparse.Namespace) -> int:
+    container_module("ministack_container", "build-image")  # names the extra when missing
     from .image_build import ImageBuildError, build_image
 
     try:

@@ -159,6 +159,65 @@ def test_deploy_then_destroy_on_an_endpoint() -> None:
         assert endpoint.client("dynamodb").list_tables()["TableNames"] == []
 
 
+#: Run before the code under test: the extras' packages cannot be imported.
+WITHOUT_EXTRAS = """
+import sys
+from importlib.machinery import PathFinder
+
+path_find_spec = PathFinder.find_spec
+
+def find_spec(cls, name, path=None, target=None):
+    if name.partition(".")[0] in ("docker", "testcontainers", "ministack"):
+        return None
+    return path_find_spec(name, path, target)
+
+PathFinder.find_spec = classmethod(find_spec)
+"""
+
+
+def test_the_cli_imports_no_optional_package_until_a_backend_needs_it() -> None:
+    code = (
+        "import sys\n"
+        "from provisioning import cli\n"
+        "cli.build_parser().parse_args(['deploy', '--endpoint-url', 'http://x'])\n"
+        "print(sorted(m for m in ('docker', 'testcontainers', 'ministack') if m in sys.modules))"
+    )
+    done = run([sys.executable, "-c", code], timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("backend", "extra"),
+    [
+        ("localstack", "containers"),
+        ("ministack-container", "containers"),
+        ("ministack", "emulator"),
+    ],
+)
+def test_a_backend_whose_extra_is_missing_names_it(backend: str, extra: str) -> None:
+    code = WITHOUT_EXTRAS + (
+        f"from provisioning.cli import main\nsys.exit(main(['up', '--backend', '{backend}']))"
+    )
+    done = run([sys.executable, "-c", code], timeout=60)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert f"(the '{extra}' extra): pip install 'csv-pipeline-harness[{extra}]'" in done.stderr
+
+
+def test_auto_without_the_extras_says_what_to_install() -> None:
+    code = WITHOUT_EXTRAS + (
+        "from provisioning.backends import BackendUnavailable, select_backend\n"
+        "try:\n"
+        "    select_backend('auto')\n"
+        "except BackendUnavailable as exc:\n"
+        "    print(exc)\n"
+    )
+    done = run([sys.executable, "-c", code], timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "the 'containers' extra is not installed" in done.stdout
+    assert "pip install 'csv-pipeline-harness[emulator]'" in done.stdout
+
+
 def test_bad_usage_exits_2() -> None:
     done = run([*CLI, "up", "--backend", "nope"], timeout=60)
     assert done.returncode == 2 and "invalid choice" in done.stderr

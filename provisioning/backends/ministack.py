@@ -13,7 +13,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .base import DEFAULT_REGION, Backend, BackendUnavailable, Endpoint, wait_until_healthy
+from .base import (
+    DEFAULT_REGION,
+    Backend,
+    BackendUnavailable,
+    Endpoint,
+    install_hint,
+    wait_until_healthy,
+)
 
 #: Services the stack needs; the rest of ministack stays switched off.
 SERVICES = "s3,dynamodb,lambda,iam,sts,logs"
@@ -63,7 +70,8 @@ class MinistackBackend(Backend):
             return self._endpoint
         if not ministack_available():
             raise BackendUnavailable(
-                "the embedded backend needs the 'ministack' package: pip install -e '.[test]'"
+                "the embedded backend requires the 'ministack' package (the 'emulator' extra): "
+                + install_hint("emulator")
             )
         port = self.port or free_port()
         self._workdir = Path(tempfile.mkdtemp(prefix="csv-pipeline-ministack-"))
