@@ -17,6 +17,7 @@ from typing import Any
 
 from .backends import (
     BACKEND_NAMES,
+    Backend,
     BackendUnavailable,
     Endpoint,
     container_module,
@@ -72,13 +73,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _run_up(args)
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            if handler is not None:  # None: installed outside Python, cannot be put back
+                signal.signal(sig, handler)
 
 
 def _run_up(args: argparse.Namespace) -> int:
-    selection = select_backend(args.backend, endpoint_url=args.endpoint_url, port=args.port)
-    backend = selection.backend
+    backend: Backend | None = None
     try:
+        selection = select_backend(args.backend, endpoint_url=args.endpoint_url, port=args.port)
+        backend = selection.backend
         print(f"Starting {backend.name} ({selection.reason})...", flush=True)
         started = time.monotonic()
         endpoint = backend.start()
@@ -102,7 +105,8 @@ def _run_up(args: argparse.Namespace) -> int:
         # second Ctrl-C must not cut it short and leave the emulator behind.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
-        backend.stop()
+        if backend is not None:
+            backend.stop()
     return EXIT_OK
 
 
