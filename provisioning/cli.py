@@ -15,7 +15,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .backends import BACKEND_NAMES, BackendUnavailable, Endpoint, select_backend
+from .backends import (
+    BACKEND_NAMES,
+    Backend,
+    BackendUnavailable,
+    Endpoint,
+    container_module,
+    select_backend,
+)
 from .backends.base import DEFAULT_REGION
 from .ingestion import Ingestion, IngestionError, PipelineClient
 from .progress import ProgressBar, human_bytes
@@ -49,12 +56,35 @@ def _print_outputs(outputs: StackOutputs) -> None:
     print(outputs.to_json())
 
 
+class _StopRequested(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``up`` tears down and exits 0."""
+
+
+def _request_stop(signum: int, _frame: object) -> None:
+    raise _StopRequested(signal.Signals(signum).name)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    selection = select_backend(args.backend, endpoint_url=args.endpoint_url, port=args.port)
-    backend = selection.backend
-    print(f"Starting {backend.name} ({selection.reason})...", flush=True)
-    started = time.monotonic()
-    with backend as endpoint:
+    # Both handlers explicitly: Python installs its Ctrl-C handler only when
+    # SIGINT was not ignored at start-up, and a parent may have ignored it
+    # (pytest-xdist workers, nohup, some CI runners).
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run_up(args)
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: installed outside Python, cannot be put back
+                signal.signal(sig, handler)
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    backend: Backend | None = None
+    try:
+        selection = select_backend(args.backend, endpoint_url=args.endpoint_url, port=args.port)
+        backend = selection.backend
+        print(f"Starting {backend.name} ({selection.reason})...", flush=True)
+        started = time.monotonic()
+        endpoint = backend.start()
         outputs = Stack(endpoint).deploy()
         print(f"Ready in {time.monotonic() - started:.1f}s. Endpoint: {endpoint.url}")
         _print_outputs(outputs)
@@ -66,12 +96,17 @@ def cmd_up(args: argparse.Namespace) -> int:
             "Press Ctrl-C to stop.",
             flush=True,
         )
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            print("\nStopping.")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nStopping.", flush=True)
+    finally:
+        # Teardown is bounded (the backends wait a few seconds at most); a
+        # second Ctrl-C must not cut it short and leave the emulator behind.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        if backend is not None:
+            backend.stop()
     return EXIT_OK
 
 
@@ -162,6 +197,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_build_image(args: argparse.Namespace) -> int:
+    container_module("ministack_container", "build-image")  # names the extra when missing
     from .image_build import ImageBuildError, build_image
 
     try:

@@ -39,9 +39,9 @@ from .backends import (
     BACKEND_NAMES,
     Backend,
     BackendUnavailable,
-    ContainerBackend,
     Endpoint,
     ExistingEndpointBackend,
+    MinistackBackend,
     Selection,
     select_backend,
 )
@@ -93,10 +93,10 @@ def _selection_summary(config: pytest.Config) -> str:
         return f"aws backend: {name} (unavailable: {exc})"
     if isinstance(selection.backend, ExistingEndpointBackend):
         where = selection.backend.url
-    elif isinstance(selection.backend, ContainerBackend):
-        where = "own container per worker"
-    else:
+    elif isinstance(selection.backend, MinistackBackend):
         where = "own loopback port per worker"
+    else:
+        where = "own container per worker"
     return f"aws backend: {selection.backend.name} ({selection.reason}); endpoint: {where}"
 
 
@@ -104,6 +104,7 @@ MARKERS = {
     "e2e": "runs through S3 -> Lambda -> DynamoDB on the selected AWS backend",
     "slow": "long-running; not in the default run (select with -m slow)",
     "container": "needs a Docker engine (container backends)",
+    "install": "installs the package into a fresh venv; not in the default run (-m install)",
 }
 
 _STARTED_MS = pytest.StashKey[int]()

@@ -1,4 +1,4 @@
-"""Hypothesis profiles for the property suite, and the ``slow`` marker's opt-in.
+"""Hypothesis profiles for the property suite, and the opt-in markers.
 
 Profiles (``--hypothesis-profile NAME`` or ``HYPOTHESIS_PROFILE=NAME``; ``ci``
 when ``CI`` is set, else ``dev``). ``max_examples`` is the end-to-end budget;
@@ -38,11 +38,19 @@ def _profile(config: pytest.Config) -> str | None:
     return config.getoption("--hypothesis-profile", None) or os.environ.get("HYPOTHESIS_PROFILE")
 
 
+#: Markers whose tests run only when ``-m`` names them (``slow`` also under
+#: the thorough profile): ``install`` builds and installs the package into a
+#: fresh venv (~25 s), which ``.ci/run`` runs as a step of its own.
+OPT_IN = ("slow", "install")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leave ``slow`` tests out unless ``-m`` names them or the thorough profile is on."""
-    if "slow" in (config.getoption("-m") or "") or _profile(config) == THOROUGH:
-        return
-    slow = [item for item in items if item.get_closest_marker("slow")]
-    if slow:
-        items[:] = [item for item in items if not item.get_closest_marker("slow")]
-        config.hook.pytest_deselected(items=slow)
+    """Leave opt-in tests out unless ``-m`` names their marker (or the profile includes them)."""
+    named = config.getoption("-m") or ""
+    left_out_markers = [m for m in OPT_IN if m not in named]
+    if _profile(config) == THOROUGH and "slow" in left_out_markers:
+        left_out_markers.remove("slow")
+    left_out = [item for item in items if any(item.get_closest_marker(m) for m in left_out_markers)]
+    if left_out:
+        items[:] = [item for item in items if item not in left_out]
+        config.hook.pytest_deselected(items=left_out)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 
 import pytest
+from processes import run
 
 from csv_pipeline import settings
 from csv_pipeline.parsing import MAX_ITEM_BYTES, Record, Rejection, parse_bytes
@@ -290,7 +290,7 @@ def test_targets(big_row_mb: float, rows_mb: float, pipeline: float, meets: bool
 
 @pytest.mark.e2e
 def test_bench_command_prints_a_table_and_ends_with_json() -> None:
-    done = subprocess.run(
+    done = run(
         [
             sys.executable,
             "-m",
@@ -306,8 +306,6 @@ def test_bench_command_prints_a_table_and_ends_with_json() -> None:
             "--only-this-backend",
             "--json",
         ],
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr

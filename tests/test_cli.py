@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import run, spawned
 
 from provisioning.backends import MinistackBackend
 from provisioning.backends.ministack import free_port
@@ -20,6 +21,16 @@ from provisioning.cli import format_table
 from provisioning.progress import ProgressBar, human_bytes
 
 CLI = [sys.executable, "-m", "provisioning"]
+#: The CLI started the way pytest-xdist workers, nohup and some CI runners start
+#: their children: with SIGINT ignored (Python then installs no Ctrl-C handler).
+CLI_IGNORING_SIGINT = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+    "-m",
+    "provisioning",
+]
 AWS_ENV = {
     **os.environ,
     "AWS_ACCESS_KEY_ID": "test",
@@ -40,7 +51,7 @@ def aws_cli() -> str:
 
 @pytest.mark.e2e
 def test_demo_prints_the_sample_rows() -> None:
-    done = subprocess.run([*CLI, "demo"], capture_output=True, text=True, timeout=120, env=AWS_ENV)
+    done = run([*CLI, "demo"], timeout=120, env=AWS_ENV)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "COMPLETE: 5 rows written, 0 rejected" in out
@@ -52,7 +63,7 @@ def test_demo_prints_the_sample_rows() -> None:
 def test_demo_exits_nonzero_when_the_file_fails(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"a,a\n1,2\n")
-    done = subprocess.run([*CLI, "demo", str(bad)], capture_output=True, text=True, timeout=120)
+    done = run([*CLI, "demo", str(bad)], timeout=120)
     assert done.returncode == 1
     assert "FAILED" in done.stdout and "duplicate column" in done.stderr
 
@@ -61,26 +72,14 @@ def test_demo_exits_nonzero_when_the_file_fails(tmp_path: Path) -> None:
 def test_seed_aws_cli_commands_work_against_up(tmp_path: Path) -> None:
     aws = aws_cli()
     port = free_port()
-    up = subprocess.Popen(
-        [*CLI, "up", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert up.stdout is not None
-        seen = []
-        for line in up.stdout:
-            seen.append(line)
-            if "Press Ctrl-C" in line:
-                break
-        else:
-            pytest.fail("up exited early:\n" + "".join(seen))
+    with spawned(
+        [*CLI, "up", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    ) as up:
+        up.read_until("Press Ctrl-C", timeout=120)
         endpoint = f"http://localhost:{port}"
         csv_file = tmp_path / "your_file.csv"
         csv_file.write_text("name,age\nAnn,\nBen,40\n")
-        subprocess.run(
+        copied = run(
             [
                 aws,
                 f"--endpoint-url={endpoint}",
@@ -89,21 +88,18 @@ def test_seed_aws_cli_commands_work_against_up(tmp_path: Path) -> None:
                 str(csv_file),
                 "s3://csv-upload-bucket/",
             ],
-            check=True,
             env=AWS_ENV,
-            capture_output=True,
             timeout=60,
         )
+        assert copied.returncode == 0, copied.stderr
         deadline = time.monotonic() + 30
         items: list = []
         while time.monotonic() < deadline:
-            scan = subprocess.run(
+            scan = run(
                 [aws, f"--endpoint-url={endpoint}", "dynamodb", "scan", "--table-name", "csv-data"],
-                check=True,
                 env=AWS_ENV,
-                capture_output=True,
-                text=True,
                 timeout=60,
+                check=True,
             )
             items = json.loads(scan.stdout)["Items"]
             if any(i.get("status", {}).get("S") == "COMPLETE" for i in items):
@@ -114,39 +110,127 @@ def test_seed_aws_cli_commands_work_against_up(tmp_path: Path) -> None:
             ({"S": "Ann"}, {"NULL": True}),
             ({"S": "Ben"}, {"S": "40"}),
         ], items
-    finally:
-        up.send_signal(signal.SIGINT)
-        assert up.wait(timeout=30) == 0
-        if up.stdout:
-            up.stdout.close()
-    with pytest.raises(ProcessLookupError):
-        os.killpg(up.pid, 0)
+        up.process.send_signal(signal.SIGINT)
+        assert up.process.wait(timeout=30) == 0, up.read_until(None, timeout=5)
+        assert up.stop() == []
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("signum", "when"),
+    [
+        (signal.SIGINT, "Press Ctrl-C"),
+        (signal.SIGTERM, "Press Ctrl-C"),
+        # While the emulator starts or the stack deploys.
+        (signal.SIGINT, "Starting ministack"),
+    ],
+    ids=["SIGINT-when-ready", "SIGTERM-when-ready", "SIGINT-while-starting"],
+)
+def test_up_stops_cleanly_on_a_signal_even_if_started_with_sigint_ignored(
+    signum: signal.Signals, when: str
+) -> None:
+    with spawned(
+        [*CLI_IGNORING_SIGINT, "up", "--backend", "ministack"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    ) as up:
+        up.read_until(when, timeout=120)
+        if when == "Press Ctrl-C":
+            running = up.descendants()
+            assert len(up.groups) >= 2, f"up and its emulator's own session: {running}"
+        up.process.send_signal(signum)
+        try:
+            status = up.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"up still runs 30 s after {signum.name}:\n{''.join(up.lines)}")
+        output = up.read_until(None, timeout=10)
+        assert status == 0, output
+        assert "Stopping." in output
+        up.descendants()  # records any group still holding one of its processes
+        left = up.stop(grace=5)
+        assert left == [], "left behind by up:\n" + "\n".join(map(str, left))
+        for pgid in up.groups:
+            with pytest.raises(ProcessLookupError):
+                os.killpg(pgid, 0)
 
 
 @pytest.mark.e2e
 def test_deploy_then_destroy_on_an_endpoint() -> None:
     with MinistackBackend() as endpoint:
         args = ["--endpoint-url", str(endpoint.url)]
-        deployed = subprocess.run(
-            [*CLI, "deploy", *args], capture_output=True, text=True, timeout=120, env=AWS_ENV
-        )
+        deployed = run([*CLI, "deploy", *args], timeout=120, env=AWS_ENV)
         assert deployed.returncode == 0, deployed.stderr
         outputs = json.loads(deployed.stdout)
         assert outputs["bucket"] == "csv-upload-bucket" and outputs["table"] == "csv-data"
         assert outputs["function_arn"].endswith(":function:csv-processor")
-        again = subprocess.run(
-            [*CLI, "deploy", *args], capture_output=True, text=True, timeout=120, env=AWS_ENV
-        )
+        again = run([*CLI, "deploy", *args], timeout=120, env=AWS_ENV)
         assert json.loads(again.stdout) == outputs
-        destroyed = subprocess.run(
-            [*CLI, "destroy", *args], capture_output=True, text=True, timeout=120, env=AWS_ENV
-        )
+        destroyed = run([*CLI, "destroy", *args], timeout=120, env=AWS_ENV)
         assert destroyed.returncode == 0, destroyed.stderr
         assert endpoint.client("dynamodb").list_tables()["TableNames"] == []
 
 
+#: Run before the code under test: the extras' packages cannot be imported.
+WITHOUT_EXTRAS = """
+import sys
+from importlib.machinery import PathFinder
+
+path_find_spec = PathFinder.find_spec
+
+def find_spec(cls, name, path=None, target=None):
+    if name.partition(".")[0] in ("docker", "testcontainers", "ministack"):
+        return None
+    return path_find_spec(name, path, target)
+
+PathFinder.find_spec = classmethod(find_spec)
+"""
+
+
+def test_the_cli_imports_no_optional_package_until_a_backend_needs_it() -> None:
+    code = (
+        "import sys\n"
+        "from provisioning import cli\n"
+        "cli.build_parser().parse_args(['deploy', '--endpoint-url', 'http://x'])\n"
+        "print(sorted(m for m in ('docker', 'testcontainers', 'ministack') if m in sys.modules))"
+    )
+    done = run([sys.executable, "-c", code], timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("backend", "extra"),
+    [
+        ("localstack", "containers"),
+        ("ministack-container", "containers"),
+        ("ministack", "emulator"),
+    ],
+)
+def test_a_backend_whose_extra_is_missing_names_it(backend: str, extra: str) -> None:
+    code = WITHOUT_EXTRAS + (
+        f"from provisioning.cli import main\nsys.exit(main(['up', '--backend', '{backend}']))"
+    )
+    done = run([sys.executable, "-c", code], timeout=60)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert f"(the '{extra}' extra): pip install 'csv-pipeline-harness[{extra}]'" in done.stderr
+
+
+def test_auto_without_the_extras_says_what_to_install() -> None:
+    code = WITHOUT_EXTRAS + (
+        "from provisioning.backends import BackendUnavailable, select_backend\n"
+        "try:\n"
+        "    select_backend('auto')\n"
+        "except BackendUnavailable as exc:\n"
+        "    print(exc)\n"
+    )
+    done = run([sys.executable, "-c", code], timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "the 'containers' extra is not installed" in done.stdout
+    assert "pip install 'csv-pipeline-harness[emulator]'" in done.stdout
+
+
 def test_bad_usage_exits_2() -> None:
-    done = subprocess.run([*CLI, "up", "--backend", "nope"], capture_output=True, text=True)
+    done = run([*CLI, "up", "--backend", "nope"], timeout=60)
     assert done.returncode == 2 and "invalid choice" in done.stderr
 
 

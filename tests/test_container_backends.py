@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import run
 from testcontainers.community.localstack import LocalStackContainer
 from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
 
@@ -334,9 +334,9 @@ def _engine_and_ministack_image() -> None:
 
 
 def _containers_labelled(value: str) -> list[str]:
-    out = subprocess.run(
+    out = run(
         ["docker", "ps", "-aq", "--filter", f"label={HARNESS_LABEL}={value}"],
-        capture_output=True, text=True, check=True,
+        timeout=60, check=True,
     )  # fmt: skip
     return out.stdout.split()
 
@@ -371,8 +371,7 @@ def test_localstack_exit_55_is_reported_with_the_fix_and_cleaned_up(tmp_path: Pa
         f"FROM {MinistackContainerBackend().image}\n"
         'CMD ["python", "-c", "print(\'License activation failed\'); raise SystemExit(55)"]\n'
     )
-    subprocess.run(["docker", "build", "-q", "-t", tag, str(tmp_path)], check=True,
-                   capture_output=True)  # fmt: skip
+    run(["docker", "build", "-q", "-t", tag, str(tmp_path)], timeout=300, check=True)
     try:
         backend = LocalStackBackend(image=tag)
         with pytest.raises(BackendUnavailable) as raised:
@@ -382,4 +381,4 @@ def test_localstack_exit_55_is_reported_with_the_fix_and_cleaned_up(tmp_path: Pa
         assert "License activation failed" in message  # the container's own output
         assert _containers_labelled(backend.instance_id) == []
     finally:
-        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+        run(["docker", "rmi", "-f", tag], timeout=60)

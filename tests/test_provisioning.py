@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import signal
+import subprocess
+import threading
 import uuid
 import zipfile
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from provisioning import stack as stack_module
 from provisioning.backends import BackendUnavailable, Endpoint, MinistackBackend, select_backend
+from provisioning.backends import ministack as ministack_module
 from provisioning.backends.endpoint import ExistingEndpointBackend
 from provisioning.packaging import HANDLER, build_zip, code_sha256
 from provisioning.stack import Stack, StackConfig
@@ -207,15 +213,59 @@ def test_lambda_zip_is_reproducible_and_holds_only_the_package() -> None:
 
 def test_embedded_backend_stops_its_whole_process_group() -> None:
     backend = MinistackBackend()
-    endpoint = backend.start()
-    process = backend._process
-    assert process is not None
-    assert endpoint.client("s3").list_buckets()["Buckets"] == []
-    backend.stop()
+    try:
+        endpoint = backend.start()
+        process = backend._process
+        assert process is not None
+        assert endpoint.client("s3").list_buckets()["Buckets"] == []
+    finally:
+        backend.stop()
     backend.stop()  # idempotent
     assert process.poll() is not None
     with pytest.raises(ProcessLookupError):
         os.killpg(process.pid, 0)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise _Interrupted
+
+
+def test_a_signal_while_the_emulator_is_spawned_leaves_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C arriving inside Popen, after the fork, must not lose the server's handle."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+    spawned: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen_then_signal(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        process: subprocess.Popen[bytes] = real_popen(*args, **kwargs)
+        spawned.append(process)
+        os.kill(os.getpid(), signal.SIGINT)  # handled before Popen would have returned
+        return process
+
+    monkeypatch.setattr(ministack_module.subprocess, "Popen", popen_then_signal)
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    backend = MinistackBackend()
+    try:
+        with pytest.raises(_Interrupted):
+            backend.start()
+        assert backend._process is None
+        assert len(spawned) == 1 and spawned[0].poll() is not None
+        with pytest.raises(ProcessLookupError):
+            os.killpg(spawned[0].pid, 0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        backend.stop()
+        for process in spawned:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def test_endpoint_backend_without_an_emulator_fails_fast_with_the_fix() -> None:

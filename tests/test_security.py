@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import subprocess
 import time
 import uuid
 import zipfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import run
 
 from provisioning.backends import Endpoint, MinistackBackend
 from provisioning.ingestion import PipelineClient
@@ -362,11 +362,8 @@ def test_host_credentials_never_reach_the_emulator_or_the_lambda(
         Stack(endpoint, config).deploy()
         client = PipelineClient(endpoint, config)
         assert client.ingest("x.csv", b"a\n1\n").status == "COMPLETE"
-        group = subprocess.run(
-            ["ps", "-o", "pid=", "-g", str(os.getpgid(server))],
-            capture_output=True,
-            text=True,
-            check=True,
+        group = run(
+            ["ps", "-o", "pid=", "-g", str(os.getpgid(server))], timeout=30, check=True
         ).stdout.split()
         pids = [int(p) for p in group]
         assert server in pids and len(pids) >= 2, "the Lambda worker runs in the server's group"

@@ -9,17 +9,59 @@ the reason it was chosen, which the pytest header and the CLI print.
 from __future__ import annotations
 
 import contextlib
+import importlib
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from .base import DEFAULT_REGION, Backend, BackendUnavailable, Endpoint
-from .container import ContainerBackend, docker_engine, image_status
+from .base import DEFAULT_REGION, Backend, BackendUnavailable, Endpoint, install_hint
 from .endpoint import ExistingEndpointBackend
-from .localstack import LocalStackBackend
 from .ministack import MinistackBackend, ministack_available
-from .ministack_container import MinistackContainerBackend
+
+if TYPE_CHECKING:
+    from .container import ContainerBackend
+    from .localstack import LocalStackBackend
+    from .ministack_container import MinistackContainerBackend
 
 #: Names accepted by ``--aws-backend`` / ``AWS_BACKEND`` and ``--backend``.
 BACKEND_NAMES = ("auto", "ministack", "localstack", "ministack-container", "endpoint")
+
+#: Top-level packages of the ``containers`` extra.
+CONTAINER_PACKAGES = ("docker", "testcontainers")
+
+#: Names served by :func:`__getattr__`, and the modules that define them.
+_CONTAINER_NAMES = {
+    "ContainerBackend": "container",
+    "LocalStackBackend": "localstack",
+    "MinistackContainerBackend": "ministack_container",
+}
+
+
+def container_module(name: str, needed_by: str = "a container backend") -> ModuleType:
+    """Import ``provisioning.backends.<name>``, which needs Docker's Python packages.
+
+    They come with the ``containers`` extra and are imported only here, when
+    a container backend is chosen, so a plain install deploys and destroys
+    without them. Raises BackendUnavailable naming the extra when they are missing.
+    """
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in CONTAINER_PACKAGES:
+            raise
+        raise BackendUnavailable(
+            f"{needed_by} requires the {missing!r} package (the 'containers' extra): "
+            + install_hint("containers")
+        ) from exc
+
+
+def __getattr__(name: str) -> Any:
+    """The container backend classes, imported on first use (PEP 562)."""
+    module = _CONTAINER_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(container_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -39,19 +81,25 @@ def select_backend(
 ) -> Selection:
     """Resolve a backend name; raise BackendUnavailable with the fix when it can't run.
 
-    ``auto`` prefers a container (LocalStack, then MiniStack) when a Docker
-    engine answers and the image is present or pullable, else the embedded
-    emulator. Explicit container choices are checked when they start.
+    ``auto`` prefers a container (LocalStack, then MiniStack) when the
+    ``containers`` extra is installed, a Docker engine answers and the image
+    is present or pullable, else the embedded emulator. Explicit container
+    choices are checked when they start.
     """
     if name == "auto":
         return _auto(region, port, localstack_image, ministack_image)
     if name == "ministack":
         return Selection(MinistackBackend(region=region, port=port), "chosen explicitly")
-    if name in ("localstack", "ministack-container"):
-        container = (
-            LocalStackBackend(image=localstack_image, region=region, port=port)
-            if name == "localstack"
-            else MinistackContainerBackend(image=ministack_image, region=region, port=port)
+    if name == "localstack":
+        localstack = container_module("localstack", "the localstack backend")
+        container: ContainerBackend = localstack.LocalStackBackend(
+            image=localstack_image, region=region, port=port
+        )
+        return Selection(container, f"chosen explicitly ({container.image})")
+    if name == "ministack-container":
+        ministack = container_module("ministack_container", "the ministack-container backend")
+        container = ministack.MinistackContainerBackend(
+            image=ministack_image, region=region, port=port
         )
         return Selection(container, f"chosen explicitly ({container.image})")
     if name == "endpoint":
@@ -65,36 +113,48 @@ def select_backend(
 def _auto(
     region: str, port: int | None, localstack_image: str | None, ministack_image: str | None
 ) -> Selection:
-    engine = docker_engine()
-    if engine.available:
-        candidates: list[ContainerBackend] = [
-            LocalStackBackend(image=localstack_image, region=region, port=port)
-        ]
-        # No known MiniStack version means no embedded emulator either; the error below says so.
-        with contextlib.suppress(BackendUnavailable):
-            candidates.append(
-                MinistackContainerBackend(image=ministack_image, region=region, port=port)
-            )
-        missing = []
-        for candidate in candidates:
-            ok, why = image_status(engine, candidate.image)
-            if ok:
-                return Selection(candidate, f"auto: Docker answers and {candidate.image} is {why}")
-            missing.append(candidate.image)
-        why_not_container = (
-            f"Docker answers but no image is present or pullable: {', '.join(missing)}"
-        )
-    else:
-        why_not_container = str(engine.error)
+    found = _auto_container(region, port, localstack_image, ministack_image)
+    if isinstance(found, Selection):
+        return found
     if not ministack_available():
         raise BackendUnavailable(
-            f"no backend available ({why_not_container}): install the embedded emulator with "
-            "pip install -e '.[test]', or pass --aws-backend=endpoint --aws-endpoint-url URL"
+            f"no backend available ({found}): install the embedded emulator with "
+            f"{install_hint('emulator')}, or pass --aws-backend=endpoint --aws-endpoint-url URL "
+            "(CLI: --backend endpoint --endpoint-url URL)"
         )
     return Selection(
-        MinistackBackend(region=region, port=port),
-        f"auto: embedded ministack ({why_not_container})",
+        MinistackBackend(region=region, port=port), f"auto: embedded ministack ({found})"
     )
+
+
+def _auto_container(
+    region: str, port: int | None, localstack_image: str | None, ministack_image: str | None
+) -> Selection | str:
+    """A container backend that can run here, else why none can."""
+    try:
+        container = container_module("container")
+        localstack = container_module("localstack")
+        ministack = container_module("ministack_container")
+    except BackendUnavailable:
+        return "no container backends: the 'containers' extra is not installed"
+    engine = container.docker_engine()
+    if not engine.available:
+        return str(engine.error)
+    candidates: list[ContainerBackend] = [
+        localstack.LocalStackBackend(image=localstack_image, region=region, port=port)
+    ]
+    # No known MiniStack version means no embedded emulator either; _auto says so.
+    with contextlib.suppress(BackendUnavailable):
+        candidates.append(
+            ministack.MinistackContainerBackend(image=ministack_image, region=region, port=port)
+        )
+    missing = []
+    for candidate in candidates:
+        ok, why = container.image_status(engine, candidate.image)
+        if ok:
+            return Selection(candidate, f"auto: Docker answers and {candidate.image} is {why}")
+        missing.append(candidate.image)
+    return f"Docker answers but no image is present or pullable: {', '.join(missing)}"
 
 
 __all__ = [
@@ -108,5 +168,7 @@ __all__ = [
     "MinistackBackend",
     "MinistackContainerBackend",
     "Selection",
+    "container_module",
+    "install_hint",
     "select_backend",
 ]

@@ -19,8 +19,17 @@ DEFAULT_REGION = "us-east-1"
 EMULATOR_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 
 
+#: The distribution whose extras bring the optional backends.
+DISTRIBUTION = "csv-pipeline-harness"
+
+
 class BackendUnavailable(RuntimeError):
     """The chosen backend cannot run here; the message names the fix."""
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs one of the project's extras."""
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,19 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
-from .base import DEFAULT_REGION, Backend, BackendUnavailable, Endpoint, wait_until_healthy
+from .base import (
+    DEFAULT_REGION,
+    Backend,
+    BackendUnavailable,
+    Endpoint,
+    install_hint,
+    wait_until_healthy,
+)
 
 #: Services the stack needs; the rest of ministack stays switched off.
 SERVICES = "s3,dynamodb,lambda,iam,sts,logs,sqs"
@@ -63,7 +73,8 @@ class MinistackBackend(Backend):
             return self._endpoint
         if not ministack_available():
             raise BackendUnavailable(
-                "the embedded backend needs the 'ministack' package: pip install -e '.[test]'"
+                "the embedded backend requires the 'ministack' package (the 'emulator' extra): "
+                + install_hint("emulator")
             )
         port = self.port or free_port()
         self._workdir = Path(tempfile.mkdtemp(prefix="csv-pipeline-ministack-"))
@@ -92,17 +103,20 @@ class MinistackBackend(Backend):
         ):
             if name not in self.extra_env:
                 env.pop(name, None)
-        with open(self._workdir / "ministack.log", "wb") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "ministack"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
         url = f"http://127.0.0.1:{port}"
         try:
+            with (
+                open(self._workdir / "ministack.log", "wb") as log,
+                _signals_held(signal.SIGINT, signal.SIGTERM),
+            ):
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "ministack"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             wait_until_healthy(
                 f"{url}/_ministack/health",
                 timeout=self.startup_timeout,
@@ -112,11 +126,16 @@ class MinistackBackend(Backend):
             output = self.logs(40)
             self.stop()
             raise BackendUnavailable(f"ministack did not start: {exc}\n{output}") from exc
+        except BaseException:  # e.g. Ctrl-C: nothing may outlive a failed start
+            self.stop()
+            raise
         self._endpoint = Endpoint(url=url, region=self.region)
         return self._endpoint
 
     def stop(self) -> None:
-        process, self._process = self._process, None
+        # The handle is dropped only once the group is gone, so a stop cut
+        # short (a second Ctrl-C) can be repeated.
+        process = self._process
         if process is not None and process.poll() is None:
             # The whole group: the server and any Lambda workers it forked.
             _signal_group(process.pid, signal.SIGTERM)
@@ -127,6 +146,7 @@ class MinistackBackend(Backend):
                 process.wait(timeout=10)
         if process is not None:
             _signal_group(process.pid, signal.SIGKILL)  # stragglers in the group
+        self._process = None
         self._endpoint = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
@@ -138,6 +158,33 @@ class MinistackBackend(Backend):
             return ""
         lines = path.read_text(errors="replace").splitlines()
         return "\n".join(lines[-tail:])
+
+
+@contextlib.contextmanager
+def _signals_held(*signals: signal.Signals) -> Iterator[None]:
+    """Hold ``signals`` back while a child is started, then deliver them as before.
+
+    A KeyboardInterrupt raised inside ``Popen`` after the fork loses the
+    child's handle, and with it the only way to stop the server (it runs in
+    a session of its own). Blocking the signals instead would be inherited
+    by the child. Only the main thread can change handlers (and runs them).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+
+    def hold(signum: int, _frame: FrameType | None) -> None:
+        arrived.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -13,15 +13,15 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
-from .base import BackendUnavailable
+from .base import DISTRIBUTION, BackendUnavailable, install_hint
 from .container import ContainerBackend, ContainerSpec
 from .ministack import SERVICES
 
 IMAGE_REPOSITORY = "ministackorg/ministack"
 GATEWAY_PORT = 4566
 HEALTH_PATH = "/_ministack/health"
-#: This project's distribution, whose ``test`` extra pins ministack.
-PROJECT_DISTRIBUTION = "csv-pipeline-harness"
+#: This project's distribution, whose ``emulator`` extra pins ministack.
+PROJECT_DISTRIBUTION = DISTRIBUTION
 
 
 def ministack_version() -> str:
@@ -39,7 +39,8 @@ def ministack_version() -> str:
         if match:
             return match.group(1)
     raise BackendUnavailable(
-        "cannot tell which MiniStack image to run: install the project (pip install -e '.[test]') "
+        "cannot tell which MiniStack image to run: install the project "
+        f"({install_hint('emulator')}) "
         "or name the image with --ministack-image / MINISTACK_IMAGE"
     )
 
