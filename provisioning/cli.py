@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_arguments as bench_arguments
 
     bench = sub.add_parser(
-        "bench", help="measure pipeline throughput against the ceiling, Lambda peak RSS and start-up"
+        "bench",
+        help="measure pipeline throughput against the ceiling, Lambda peak RSS and start-up",
     )
     backend_options(bench)
     bench_arguments(bench)
