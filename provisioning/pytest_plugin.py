@@ -146,7 +146,7 @@ def pytest_runtest_makereport(
     return report
 
 
-def worker_id(config: pytest.Config) -> str:
+def worker_id() -> str:
     """``gw0``, ``gw1``… under pytest-xdist, ``main`` otherwise."""
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
@@ -172,11 +172,11 @@ def aws_endpoint(aws_backend: Backend) -> Endpoint:
 
 
 @pytest.fixture(scope="session")
-def stack_config(aws_backend: Backend, pytestconfig: pytest.Config) -> StackConfig:
+def stack_config(aws_backend: Backend) -> StackConfig:
     """Default names on an emulator of our own; suffixed names on a shared endpoint."""
     if aws_backend.name != "endpoint":
         return StackConfig()
-    suffix = re.sub(r"[^a-z0-9-]", "-", f"{worker_id(pytestconfig)}-{uuid.uuid4().hex[:6]}")
+    suffix = re.sub(r"[^a-z0-9-]", "-", f"{worker_id()}-{uuid.uuid4().hex[:6]}")
     base = StackConfig()
     return StackConfig(
         bucket=f"{base.bucket}-{suffix}",

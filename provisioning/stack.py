@@ -138,7 +138,7 @@ class Stack:
         function_arn = self._ensure_function(role_arn)
         self._allow_self_continuation()
         self._ensure_failure_destination(queue_arn)
-        self._ensure_permission(function_arn, bucket_arn, account)
+        self._ensure_permission(bucket_arn, account)
         self._ensure_notification(function_arn)
         return StackOutputs(
             endpoint_url=self.endpoint.url,
@@ -396,7 +396,7 @@ class Stack:
             FunctionName=name, WaiterConfig=waiter_config
         )
 
-    def _ensure_permission(self, function_arn: str, bucket_arn: str, account: str) -> None:
+    def _ensure_permission(self, bucket_arn: str, account: str) -> None:
         try:
             self.lambda_.add_permission(
                 FunctionName=self.config.function,

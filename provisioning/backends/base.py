@@ -39,10 +39,6 @@ class Endpoint:
     url: str | None
     region: str = DEFAULT_REGION
 
-    @property
-    def is_emulator(self) -> bool:
-        return self.url is not None
-
     def client(self, service: str, **config: Any) -> Any:
         """A boto3 client for this endpoint, with patient retries for emulators."""
         kwargs: dict[str, Any] = {"region_name": self.region}
@@ -83,9 +79,6 @@ class Backend(abc.ABC):
     def logs(self, tail: int = 200) -> str:
         """Recent emulator output, for failure reports. Empty when unknown."""
         return ""
-
-    def describe(self) -> str:
-        return f"{self.name} at {self._endpoint.url if self._endpoint else '(not started)'}"
 
     def __enter__(self) -> Endpoint:
         return self.start()

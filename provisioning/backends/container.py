@@ -439,10 +439,6 @@ class ContainerBackend(Backend):
             return ""
         return raw.decode(errors="replace").rstrip()
 
-    def describe(self) -> str:
-        where = self._endpoint.url if self._endpoint else "(not started)"
-        return f"{self.name} ({self.image}) at {where}"
-
 
 def health_services_ready(services: tuple[str, ...]) -> Callable[[bytes], bool]:
     """A ``ready`` check for LocalStack-style health bodies: every service loaded or loadable."""
