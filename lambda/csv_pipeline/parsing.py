@@ -57,22 +57,13 @@ class Rejection:
 Outcome = Record | Rejection
 
 
-def open_text(body: BinaryIO) -> io.TextIOWrapper:
-    """Wrap a binary stream for the csv module without reading it whole.
-
-    ``utf-8-sig`` strips a leading BOM and nothing else; ``newline=""`` hands
-    CR/LF to the csv module untouched so quoted newlines round-trip exactly.
-    :class:`LineReader` yields the same lines and also knows its byte offset.
-    """
-    return io.TextIOWrapper(body, encoding="utf-8-sig", errors="strict", newline="")
-
-
 class LineReader:
     """The lines of a UTF-8 byte stream, plus how many bytes they took.
 
-    Yields exactly what :func:`open_text` yields (lines end in ``\n``, ``\r``
-    or ``\r\n``, untranslated; a BOM at offset 0 is dropped; invalid UTF-8
-    raises ``UnicodeDecodeError``), and keeps :attr:`offset`: the position in
+    Yields exactly what ``io.TextIOWrapper(body, encoding="utf-8-sig",
+    newline="")`` yields (lines end in ``\n``, ``\r`` or ``\r\n``,
+    untranslated; a BOM at offset 0 is dropped; invalid UTF-8 raises
+    ``UnicodeDecodeError``), and keeps :attr:`offset`: the position in
     the object just past the last line handed out. The csv reader pulls lines
     only as a record needs them, so right after a record is yielded ``offset``
     is where the next record starts — a checkpoint that a later invocation
