@@ -97,7 +97,7 @@ def parse(body: bytes, read_size: int, stop_after: int | None = None) -> Observe
                 outcomes.extend(resumed)
                 break
     except FileRejected as exc:
-        return Observed("FAILED", None, [], 0, 0, [], str(exc))
+        return Observed("FAILED", None, [], 0, 0, [], str(exc), error_code=exc.code)
     records = [o for o in outcomes if isinstance(o, Record)]
     rejections = [o for o in outcomes if isinstance(o, Rejection)]
     assert len(records) + len(rejections) == len(outcomes), outcomes
@@ -111,6 +111,7 @@ def parse(body: bytes, read_size: int, stop_after: int | None = None) -> Observe
         rows_rejected=len(rejections),
         rejected=[(r.row, r.reason) for r in rejections],
         error=None,
+        rejection_codes=[r.code for r in rejections],
     )
 
 

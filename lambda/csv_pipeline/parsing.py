@@ -20,10 +20,48 @@ RESERVED_COLUMNS = frozenset({"source", "row"})
 #: DynamoDB's hard limit on one item, in bytes (names + values, UTF-8).
 MAX_ITEM_BYTES = 400 * 1024
 
+#: DynamoDB's limit on one attribute name, in bytes of UTF-8.
+MAX_ATTRIBUTE_NAME_BYTES = 65_535
+
+#: Room the manifest item keeps for everything but its ``columns`` list
+#: (status, counters, the listed rejections, the error, timestamps).
+MANIFEST_OTHER_FIELDS_BYTES = 10 * 1024
+
+#: What ``columns`` may take in the manifest item (a list: 3 bytes, plus
+#: 1 byte and the UTF-8 of each name).
+MAX_COLUMNS_BYTES = MAX_ITEM_BYTES - MANIFEST_OTHER_FIELDS_BYTES
+
 #: The csv module refuses fields longer than this. Anything past the item
 #: limit is rejected row by row anyway; the cap only bounds memory for a
 #: pathological field (e.g. an unterminated quote swallowing the file).
 FIELD_SIZE_LIMIT = 4 * 1024 * 1024
+
+# Why a file is refused (``FileRejected.code``).
+NOT_UTF8 = "NOT_UTF8"
+NO_HEADER = "NO_HEADER"
+EMPTY_COLUMN = "EMPTY_COLUMN"
+DUPLICATE_COLUMN = "DUPLICATE_COLUMN"
+RESERVED_COLUMN = "RESERVED_COLUMN"
+CSV_SYNTAX = "CSV_SYNTAX"
+HEADER_TOO_LARGE = "HEADER_TOO_LARGE"
+COLUMN_NAME_TOO_LONG = "COLUMN_NAME_TOO_LONG"
+FILE_ERROR_CODES = frozenset(
+    {
+        NOT_UTF8,
+        NO_HEADER,
+        EMPTY_COLUMN,
+        DUPLICATE_COLUMN,
+        RESERVED_COLUMN,
+        CSV_SYNTAX,
+        HEADER_TOO_LARGE,
+        COLUMN_NAME_TOO_LONG,
+    }
+)
+
+# Why a record is skipped (``Rejection.code``).
+FIELD_COUNT = "FIELD_COUNT"
+ITEM_TOO_LARGE = "ITEM_TOO_LARGE"
+REJECTION_CODES = frozenset({FIELD_COUNT, ITEM_TOO_LARGE})
 
 #: Low-level DynamoDB attribute value, e.g. ``{"S": "x"}`` or ``{"NULL": True}``.
 AttributeValue = dict[str, str | bool]
@@ -35,7 +73,16 @@ class FileRejected(Exception):
 
     Raised for problems no retry can fix (bad encoding, bad header, broken CSV
     syntax), so the handler records them and returns instead of re-raising.
+    ``code`` (one of :data:`FILE_ERROR_CODES`) is for machines, ``str()`` for people.
     """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -48,9 +95,10 @@ class Record:
 
 @dataclass(frozen=True)
 class Rejection:
-    """One record skipped under the data contract, with the reason recorded."""
+    """One record skipped under the data contract: ``code`` for machines, ``reason`` for people."""
 
     row: int
+    code: str
     reason: str
 
 
@@ -125,15 +173,43 @@ class LineReader:
 
 
 def validate_header(columns: list[str]) -> None:
-    """Raise FileRejected when the header cannot name attributes one-to-one."""
+    """Raise FileRejected when the header cannot name attributes one-to-one.
+
+    Sizes first (the manifest item, then each name), then the names: the
+    order a header's problems are reported in.
+    """
+    _check_header_sizes(columns)
+    _check_header_names(columns)
+
+
+def _check_header_sizes(columns: list[str]) -> None:
+    sizes = [len(name.encode("utf-8")) for name in columns]
+    listed = 3 + sum(size + 1 for size in sizes)
+    if listed > MAX_COLUMNS_BYTES:
+        raise FileRejected(
+            HEADER_TOO_LARGE,
+            f"header's {len(columns)} column names take {listed} bytes in the manifest, over "
+            f"the {MAX_COLUMNS_BYTES} bytes its {MAX_ITEM_BYTES}-byte item has room for",
+        )
+    for position, size in enumerate(sizes, start=1):
+        if size > MAX_ATTRIBUTE_NAME_BYTES:
+            raise FileRejected(
+                COLUMN_NAME_TOO_LONG,
+                f"column {position}'s name is {size} bytes of UTF-8; DynamoDB attribute "
+                f"names are at most {MAX_ATTRIBUTE_NAME_BYTES} bytes",
+            )
+
+
+def _check_header_names(columns: list[str]) -> None:
     empty = [i + 1 for i, name in enumerate(columns) if name == ""]
     if empty:
-        raise FileRejected(f"header has empty column name(s) at position(s) {empty}")
+        raise FileRejected(EMPTY_COLUMN, f"header has empty column name(s) at position(s) {empty}")
     reserved = sorted(RESERVED_COLUMNS.intersection(columns))
     if reserved:
         raise FileRejected(
+            RESERVED_COLUMN,
             f"header uses reserved column name(s) {reserved}: "
-            "'source' and 'row' are the table's key attributes"
+            "'source' and 'row' are the table's key attributes",
         )
     seen: set[str] = set()
     duplicates: list[str] = []
@@ -142,7 +218,7 @@ def validate_header(columns: list[str]) -> None:
             duplicates.append(name)
         seen.add(name)
     if duplicates:
-        raise FileRejected(f"header has duplicate column name(s) {duplicates}")
+        raise FileRejected(DUPLICATE_COLUMN, f"header has duplicate column name(s) {duplicates}")
 
 
 def item_size(item: Item) -> int:
@@ -208,7 +284,7 @@ class CsvDocument:
         if columns is None:
             header = self._next_nonblank()
             if header is None:
-                raise FileRejected("object is empty: no header line")
+                raise FileRejected(NO_HEADER, "object is empty: no header line")
             columns = header
         validate_header(columns)
         self.columns: list[str] = columns
@@ -224,19 +300,29 @@ class CsvDocument:
                 cells = next(self._reader)
             except StopIteration:
                 return None
-            except UnicodeDecodeError as exc:
-                raise FileRejected(
-                    f"object is not valid UTF-8: byte 0x{exc.object[exc.start]:02x} "
-                    f"cannot be decoded (after record {self.records_seen}, "
-                    f"line {self.lines_seen + 1})"
-                ) from exc
-            except csv.Error as exc:
-                raise FileRejected(
-                    f"CSV syntax error in record {self.records_seen + 1} "
-                    f"(line {self.lines_seen}): {exc}"
-                ) from exc
+            except (UnicodeDecodeError, csv.Error) as exc:
+                raise self._rejected(exc) from exc
             if cells:
                 return cells
+
+    def _rejected(self, exc: UnicodeDecodeError | csv.Error) -> FileRejected:
+        """The file failure for an error the line reader or csv reader raised."""
+        if isinstance(exc, UnicodeDecodeError):
+            return self._not_utf8(f"0x{exc.object[exc.start]:02x}", self.lines_seen + 1)
+        return self._bad_syntax(str(exc), self.lines_seen)
+
+    def _not_utf8(self, byte: str, line: int) -> FileRejected:
+        return FileRejected(
+            NOT_UTF8,
+            f"object is not valid UTF-8: byte {byte} cannot be decoded "
+            f"(after record {self.records_seen}, line {line})",
+        )
+
+    def _bad_syntax(self, detail: str, line: int) -> FileRejected:
+        record = self.records_seen + 1
+        return FileRejected(
+            CSV_SYNTAX, f"CSV syntax error in record {record} (line {line}): {detail}"
+        )
 
     def __iter__(self) -> Iterator[Outcome]:
         columns, source = self.columns, self.source
@@ -254,17 +340,25 @@ class CsvDocument:
             self.records_seen += 1
             row = self.records_seen
             if len(cells) != width:
-                yield Rejection(row, f"has {len(cells)} fields, header has {width}")
+                yield _wrong_width(row, len(cells), width)
                 continue
             item = to_item(source, row, columns, cells)
             if 4 * sum(map(len, cells)) > roomy:
                 size = item_size(item)
                 if size > MAX_ITEM_BYTES:
-                    yield Rejection(
-                        row, f"item is {size} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte limit"
-                    )
+                    yield _too_large(row, size)
                     continue
             yield Record(row, item)
+
+
+def _wrong_width(row: int, fields: int, width: int) -> Rejection:
+    return Rejection(row, FIELD_COUNT, f"has {fields} fields, header has {width}")
+
+
+def _too_large(row: int, size: int) -> Rejection:
+    return Rejection(
+        row, ITEM_TOO_LARGE, f"item is {size} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte limit"
+    )
 
 
 def parse_bytes(data: bytes, source: str) -> tuple[list[str], list[Outcome]]:
