@@ -172,12 +172,29 @@ ATTRIBUTE_NAME_LIMIT_BYTES = 65_535
 #: room for its other fields.
 MANIFEST_OTHER_FIELDS_BYTES = 10 * 1024
 
+#: A header line longer than this is refused unread: no valid header is that long.
+HEADER_LINE_LIMIT_BYTES = 5 * (ITEM_LIMIT_BYTES - MANIFEST_OTHER_FIELDS_BYTES) // 2 + 16
+
+
+def _header_line_bytes(document: Document) -> int:
+    """The header's length as written (blank lines before it are not part of it)."""
+    lines = document.lines()
+    for _ in range(document.blank_lines_before_header):
+        next(lines)
+    line = next(lines)
+    if not document.records and not document.dialect.trailing_newline:
+        line = line.removesuffix(document.dialect.line_terminator)
+    return len(line.encode("utf-8"))
+
 
 def header_failure(document: Document) -> ExpectedFailure | None:
     """The first problem that makes a header unusable, if any, in the contract's order."""
     header = document.header
     listed = 3 + sum(len(name.encode("utf-8")) + 1 for name in header)
-    if listed > ITEM_LIMIT_BYTES - MANIFEST_OTHER_FIELDS_BYTES:
+    if (
+        _header_line_bytes(document) > HEADER_LINE_LIMIT_BYTES
+        or listed > ITEM_LIMIT_BYTES - MANIFEST_OTHER_FIELDS_BYTES
+    ):
         return ExpectedFailure("HEADER_TOO_LARGE", f"column names take {listed} bytes")
     for position, name in enumerate(header, start=1):
         if len(name.encode("utf-8")) > ATTRIBUTE_NAME_LIMIT_BYTES:
