@@ -184,6 +184,22 @@ def test_a_column_name_over_dynamodbs_limit_fails_the_file_naming_it() -> None:
     assert failure.value.code == COLUMN_NAME_TOO_LONG
 
 
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (b"a,,b,", "header has empty column name(s) at position(s) [2, 4]"),
+        (b"," * 200_000, "position(s) [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ... (200001 in all)]"),
+        (b"b,a,b,a,b", "header has duplicate column name(s) ['b', 'a']"),
+        (b"x" * 99 + b"," + b"x" * 99, "name(s) ['" + "x" * 60 + "...']"),
+        (b",".join(b"%d,%d" % (i, i) for i in range(20_000)), "'9', ... (20000 in all)]"),
+    ],
+)
+def test_header_errors_stay_short_enough_for_the_manifest(header: bytes, message: str) -> None:
+    with pytest.raises(FileRejected) as failure:
+        parse_bytes(header + b"\n", SOURCE)
+    assert message in str(failure.value) and len(str(failure.value)) < 1000
+
+
 def test_a_headers_size_problems_are_reported_before_its_names_problems() -> None:
     data = f"a,,{'n' * 70_000},a\n".encode()
     with pytest.raises(FileRejected) as failure:

@@ -637,7 +637,9 @@ def _check_header_sizes(columns: list[str]) -> None:
 def _check_header_names(columns: list[str]) -> None:
     empty = [i + 1 for i, name in enumerate(columns) if name == ""]
     if empty:
-        raise FileRejected(EMPTY_COLUMN, f"header has empty column name(s) at position(s) {empty}")
+        raise FileRejected(
+            EMPTY_COLUMN, f"header has empty column name(s) at position(s) {_few(empty)}"
+        )
     reserved = sorted(RESERVED_COLUMNS.intersection(columns))
     if reserved:
         raise FileRejected(
@@ -646,13 +648,23 @@ def _check_header_names(columns: list[str]) -> None:
             "'source' and 'row' are the table's key attributes",
         )
     seen: set[str] = set()
-    duplicates: list[str] = []
+    duplicates: dict[str, None] = {}  # in order of first repeat
     for name in columns:
-        if name in seen and name not in duplicates:
-            duplicates.append(name)
+        if name in seen:
+            duplicates[name] = None
         seen.add(name)
     if duplicates:
-        raise FileRejected(DUPLICATE_COLUMN, f"header has duplicate column name(s) {duplicates}")
+        raise FileRejected(
+            DUPLICATE_COLUMN, f"header has duplicate column name(s) {_few(list(duplicates))}"
+        )
+
+
+def _few(values: list[int] | list[str], shown: int = 10, width: int = 60) -> str:
+    """A list for an error message, cut short: the manifest item holds the message."""
+    text = repr(
+        [v if isinstance(v, int) or len(v) <= width else v[:width] + "..." for v in values[:shown]]
+    )
+    return text if len(values) <= shown else f"{text[:-1]}, ... ({len(values)} in all)]"
 
 
 def item_size(item: Item) -> int:
