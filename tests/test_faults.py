@@ -38,7 +38,6 @@ from csv_pipeline.parsing import (
     FileRejected,
     LineReader,
     Record,
-    open_text,
     parse_bytes,
 )
 from csv_pipeline.progress import Checkpoint
@@ -223,17 +222,18 @@ def test_line_reader_yields_what_the_text_wrapper_yields(
 ) -> None:
     data = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8") + (b"\xff\n" if junk else b"")
     reader = LineReader(io.BytesIO(data), chunk_size=chunk)
+    wrapper = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
     if junk:
         with pytest.raises(UnicodeDecodeError):
             list(reader)
         with pytest.raises(UnicodeDecodeError):
-            list(open_text(io.BytesIO(data)))
+            list(wrapper)
         return
     lines = []
     for line in reader:
         lines.append(line)
         assert reader.offset == (3 if bom else 0) + len("".join(lines).encode("utf-8"))
-    assert lines == list(open_text(io.BytesIO(data)))
+    assert lines == list(wrapper)
     assert reader.offset == len(data)
 
 
@@ -246,12 +246,22 @@ _cell = st.text(alphabet=st.sampled_from(list('xy ,"\n\ré')), max_size=6)
     newline=st.sampled_from(["\n", "\r\n", "\r"]),
     blank_every=st.integers(2, 9),
     broken=st.booleans(),
+    limit=st.one_of(st.none(), st.integers(1, 24)),
     data=st.data(),
 )
 def test_resuming_at_any_checkpoint_matches_one_pass(
-    rows: list[list[str]], newline: str, blank_every: int, broken: bool, data: st.DataObject
+    rows: list[list[str]],
+    newline: str,
+    blank_every: int,
+    broken: bool,
+    limit: int | None,
+    data: st.DataObject,
 ) -> None:
-    """Stop after any record, resume from the recorded offset: the same outcomes follow."""
+    """Stop after any record, resume from the recorded offset: the same outcomes follow.
+
+    With a low record ``limit``, records over it are read past without being
+    held (and rejected): the checkpoint after one of them holds just the same.
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator=newline)
     writer.writerow(["a", "b", "c"])
@@ -272,10 +282,12 @@ def test_resuming_at_any_checkpoint_matches_one_pass(
             return seen, str(exc)
         return seen, None
 
-    full, full_error = outcomes_of(CsvDocument(LineReader(io.BytesIO(body)), "s"))
+    full, full_error = outcomes_of(
+        CsvDocument(LineReader(io.BytesIO(body)), "s", record_limit=limit)
+    )
     stop = data.draw(st.integers(0, len(full)), label="stop after")
     lines = LineReader(io.BytesIO(body))
-    first = CsvDocument(lines, "s")
+    first = CsvDocument(lines, "s", record_limit=limit)
     iterator = iter(first)
     for _ in range(stop):
         next(iterator)
@@ -286,6 +298,7 @@ def test_resuming_at_any_checkpoint_matches_one_pass(
         columns=first.columns,
         records_seen=first.records_seen,
         lines_seen=first.lines_seen,
+        record_limit=limit,
     )
     resumed, resumed_error = outcomes_of(resumed_doc)
     assert resumed == full[stop:]
