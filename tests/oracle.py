@@ -66,19 +66,6 @@ FILE_ERROR_CODES = frozenset(
     }
 )
 
-#: Until manifests record codes, an observer without them is held to the
-#: human text: it must contain one of these words (lower case).
-_KEYWORDS = {
-    "NOT_UTF8": ("utf-8",),
-    "NO_HEADER": ("empty", "header"),
-    "EMPTY_COLUMN": ("empty",),
-    "DUPLICATE_COLUMN": ("duplicate",),
-    "RESERVED_COLUMN": ("reserved",),
-    "CSV_SYNTAX": ("csv", "syntax"),
-    "HEADER_TOO_LARGE": ("header",),
-    "COLUMN_NAME_TOO_LONG": ("name",),
-}
-
 
 @dataclass(frozen=True)
 class ExpectedRejection:
@@ -89,8 +76,8 @@ class ExpectedRejection:
     facts: tuple[str, ...]
 
     def explained_by(self, code: object, reason: object) -> bool:
-        """The code matches (when observed); the reason names the field counts or the size limit."""
-        if code is not None and code != self.code:
+        """The code matches exactly; the reason names the field counts or the size limit."""
+        if code != self.code:
             return False
         if not isinstance(reason, str) or not reason.strip():
             return False
@@ -108,12 +95,10 @@ class ExpectedFailure:
     cause: str
 
     def explained_by(self, code: object, error: object) -> bool:
-        """The code matches exactly; without a code, the error text names the cause."""
+        """The code matches exactly, and the error says something."""
         if not isinstance(error, str) or not error.strip():
             return False
-        if code is not None:
-            return code == self.code
-        return any(k in error.lower() for k in _KEYWORDS[self.code])
+        return code == self.code
 
 
 @dataclass(frozen=True)
@@ -153,8 +138,7 @@ class Observed:
     rows_rejected: object
     rejected: Sequence[tuple[object, object]]  # (row, reason) as listed
     error: object
-    #: The codes, where the observer has them (the parsing core); None where
-    #: it has only the text (a manifest without codes).
+    #: The FAILED object's code, and each listed rejection's code.
     error_code: object = None
     rejection_codes: Sequence[object] | None = None
 
@@ -354,8 +338,9 @@ def differences(
                 f"error {_clip(observed.error, 400)} (code {observed.error_code!r}) is not "
                 f"{expected.failure.code} ({expected.failure.cause})"
             )
-        if observed.rows_written != 0:
-            out.append(f"rows_written is {observed.rows_written!r} on a FAILED object")
+        counts = (observed.rows_written, observed.rows_rejected, list(observed.rejected))
+        if counts != (0, 0, []):
+            out.append(f"(rows_written, rows_rejected, rejected) is {counts} on a FAILED object")
     else:
         if observed.error is not None:
             out.append(f"unexpected error recorded: {_clip(observed.error, 400)}")
@@ -378,10 +363,8 @@ def differences(
                 f"expected {_clip([r.row for r in shown], 300)}"
             )
         else:
-            codes = observed.rejection_codes
-            if codes is None:
-                codes = [None] * len(observed.rejected)
-            elif len(codes) != len(observed.rejected):
+            codes = observed.rejection_codes or []
+            if len(codes) != len(observed.rejected):
                 out.append(f"{len(codes)} rejection codes for {len(observed.rejected)} rejections")
             for rejection, (_, reason), code in zip(shown, observed.rejected, codes, strict=False):
                 if not rejection.explained_by(code, reason):

@@ -59,6 +59,26 @@ def now_ms() -> int:
     return int(time.time() * 1000) - 1000
 
 
+#: The data contract's manifest fields: nothing else may be left once it is final.
+MANIFEST_FIELDS = frozenset(
+    {
+        "source",
+        "row",
+        "status",
+        "etag",
+        "sequencer",
+        "rows_written",
+        "rows_rejected",
+        "rejected",
+        "columns",
+        "error",
+        "error_code",
+        "started_at",
+        "finished_at",
+    }
+)
+
+
 def observe(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> Observed:
     """The manifest and rows of a source, in the oracle's terms."""
     return Observed(
@@ -69,6 +89,8 @@ def observe(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> Observed:
         rows_rejected=manifest.get("rows_rejected"),
         rejected=[(r.get("row"), r.get("reason")) for r in manifest.get("rejected", [])],
         error=manifest.get("error"),
+        error_code=manifest.get("error_code"),
+        rejection_codes=[r.get("code") for r in manifest.get("rejected", [])],
     )
 
 
@@ -82,6 +104,9 @@ def assert_state(
 ) -> None:
     """Fail with every difference, the manifest and the Lambda's log lines."""
     problems = differences(expected, observe(manifest, rows))
+    leftover = set(manifest) - MANIFEST_FIELDS
+    if leftover:
+        problems.append(f"a final manifest holds bookkeeping attributes {sorted(leftover)}")
     if problems:
         shown = {k: v for k, v in manifest.items() if k != "rejected"}
         raise AssertionError(

@@ -61,6 +61,7 @@ CONTRACT_FIELDS = {
     "rejected",
     "columns",
     "error",
+    "error_code",
     "started_at",
     "finished_at",
 }
