@@ -134,15 +134,17 @@ def test_header_only_file_completes_with_no_rows(pipeline: PipelineClient, uniqu
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("body", "code", "reason"),
     [
-        (b"", "object is empty"),
-        (b"name,city\nZo\xeb,Paris\n", "not valid UTF-8"),
-        (b"a,,c\n1,2,3\n", "empty column name"),
-        (b"a,b,a\n1,2,3\n", "duplicate column name"),
-        (b"source,x\n1,2\n", "reserved column name"),
-        (b"x,row\n1,2\n", "reserved column name"),
-        (b'a,b\n1,2\n"bad"quote,3\n', "CSV syntax error in record 2"),
+        (b"", "NO_HEADER", "object is empty"),
+        (b"name,city\nZo\xeb,Paris\n", "NOT_UTF8", "not valid UTF-8"),
+        (b"a,,c\n1,2,3\n", "EMPTY_COLUMN", "empty column name"),
+        (b"a,b,a\n1,2,3\n", "DUPLICATE_COLUMN", "duplicate column name"),
+        (b"source,x\n1,2\n", "RESERVED_COLUMN", "reserved column name"),
+        (b"x,row\n1,2\n", "RESERVED_COLUMN", "reserved column name"),
+        (b'a,b\n1,2\n"bad"quote,3\n', "CSV_SYNTAX", "CSV syntax error in record 2"),
+        (b"x" * 70_000 + b",b\n1,2\n", "COLUMN_NAME_TOO_LONG", "column 1"),
+        (b",".join(b"c%07d" % i for i in range(60_000)) + b"\n", "HEADER_TOO_LARGE", "header"),
     ],
     ids=[
         "empty",
@@ -152,15 +154,19 @@ def test_header_only_file_completes_with_no_rows(pipeline: PipelineClient, uniqu
         "source-column",
         "row-column",
         "syntax",
+        "long-column-name",
+        "header-too-large",
     ],
 )
 def test_file_level_failures_are_recorded(
-    pipeline: PipelineClient, unique_key: str, body: bytes, reason: str
+    pipeline: PipelineClient, unique_key: str, body: bytes, code: str, reason: str
 ) -> None:
     result = pipeline.ingest(unique_key, body)
     assert result.status == "FAILED", result.manifest
+    assert result.manifest["error_code"] == code, result.manifest
     assert reason in result.manifest["error"]
     assert result.rows == [], "a FAILED source keeps no data rows"
+    assert (result.manifest["rows_written"], result.manifest["rows_rejected"]) == (0, 0)
 
 
 def test_failed_version_removes_the_previous_versions_rows(
@@ -169,6 +175,7 @@ def test_failed_version_removes_the_previous_versions_rows(
     assert_complete(pipeline.ingest(unique_key, b"a\n1\n2\n"), 2)
     result = pipeline.ingest(unique_key, b"a\n1\n\xff\n")
     assert result.status == "FAILED" and result.rows == []
+    assert result.manifest["error_code"] == "NOT_UTF8"
 
 
 def test_row_rejections_are_listed_and_other_rows_written(
