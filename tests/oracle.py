@@ -67,6 +67,26 @@ FILE_ERROR_CODES = frozenset(
 )
 
 
+#: The data contract's manifest fields: nothing else may be left once it is final.
+MANIFEST_FIELDS = frozenset(
+    {
+        "source",
+        "row",
+        "status",
+        "etag",
+        "sequencer",
+        "rows_written",
+        "rows_rejected",
+        "rejected",
+        "columns",
+        "error",
+        "error_code",
+        "started_at",
+        "finished_at",
+    }
+)
+
+
 @dataclass(frozen=True)
 class ExpectedRejection:
     """A record the contract rejects: its code, and the facts its reason must state."""

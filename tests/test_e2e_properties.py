@@ -22,7 +22,7 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
-from oracle import ExpectedState, Observed, differences, expected_state
+from oracle import MANIFEST_FIELDS, ExpectedState, Observed, differences, expected_state
 from strategies import (
     DEFECTS,
     AnyDocument,
@@ -57,26 +57,6 @@ def new_key(name: str = "document") -> str:
 
 def now_ms() -> int:
     return int(time.time() * 1000) - 1000
-
-
-#: The data contract's manifest fields: nothing else may be left once it is final.
-MANIFEST_FIELDS = frozenset(
-    {
-        "source",
-        "row",
-        "status",
-        "etag",
-        "sequencer",
-        "rows_written",
-        "rows_rejected",
-        "rejected",
-        "columns",
-        "error",
-        "error_code",
-        "started_at",
-        "finished_at",
-    }
-)
 
 
 def observe(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> Observed:

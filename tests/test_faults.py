@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 from fault_injection import marker_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracle import MANIFEST_FIELDS
 
 from csv_pipeline.expressions import Update
 from csv_pipeline.lease import Lease, SourceBusy, Superseded, replacing
@@ -49,22 +50,6 @@ from provisioning.stack import Stack, StackConfig
 
 FAULT_MODULE = Path(__file__).with_name("fault_injection.py")
 
-#: Everything a final manifest may hold: the data contract's fields, no lease state.
-CONTRACT_FIELDS = {
-    "source",
-    "row",
-    "status",
-    "etag",
-    "sequencer",
-    "rows_written",
-    "rows_rejected",
-    "rejected",
-    "columns",
-    "error",
-    "error_code",
-    "started_at",
-    "finished_at",
-}
 
 _deserializer = TypeDeserializer()
 
@@ -118,7 +103,7 @@ def assert_exactly(
     assert manifest is not None
     assert {k: manifest.get(k) for k in fields} == fields, manifest
     assert manifest["etag"] == etag
-    assert set(manifest) <= CONTRACT_FIELDS, set(manifest) - CONTRACT_FIELDS
+    assert set(manifest) <= MANIFEST_FIELDS, set(manifest) - MANIFEST_FIELDS
     if all_rows:
         assert pipeline.rows(key) == rows
         return
@@ -545,7 +530,7 @@ def test_the_same_event_delivered_twice_at_once_gives_the_table_of_one_delivery(
     strip = lambda rows: [{k: v for k, v in r.items() if k != "source"} for r in rows]  # noqa: E731
     assert strip(pipeline.rows(twice_key)) == strip(single.rows)
     twice_manifest = pipeline.manifest(twice_key)
-    assert twice_manifest is not None and set(twice_manifest) <= CONTRACT_FIELDS
+    assert twice_manifest is not None and set(twice_manifest) <= MANIFEST_FIELDS
     same = ("status", "rows_written", "rows_rejected", "rejected", "columns", "etag")
     assert {k: twice_manifest[k] for k in same} == {k: single.manifest[k] for k in same}
 
