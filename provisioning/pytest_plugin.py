@@ -1,6 +1,9 @@
 """pytest fixtures that put the pipeline on an emulator once per session.
 
-Loaded by the project's ``conftest.py``. Options:
+Registered as the ``csv_pipeline_harness`` plugin through the package's
+``pytest11`` entry point: installing the package is enough, no conftest line
+(with ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` set, ``-p csv_pipeline_harness``
+loads it). Options, all under one heading in ``pytest --help``:
 
 * ``--aws-backend`` (env ``AWS_BACKEND``): ``auto`` (default), or a backend name.
 * ``--aws-endpoint-url`` (env ``AWS_ENDPOINT_URL``): for ``--aws-backend=endpoint``.
@@ -50,7 +53,9 @@ from .stack import Stack, StackConfig, StackOutputs
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("aws", "CSV pipeline AWS backend")
+    group = parser.getgroup(
+        "csv-pipeline-harness", "csv-pipeline-harness (S3 -> Lambda -> DynamoDB on an AWS emulator)"
+    )
     group.addoption(
         "--aws-backend",
         default=os.environ.get("AWS_BACKEND", "auto"),
