@@ -9,6 +9,13 @@ loads it). Options, all under one heading in ``pytest --help``:
 * ``--aws-endpoint-url`` (env ``AWS_ENDPOINT_URL``): for ``--aws-backend=endpoint``.
 * ``--localstack-image`` / ``--ministack-image`` (env ``LOCALSTACK_IMAGE`` /
   ``MINISTACK_IMAGE``): images of the container backends.
+* ``--canary-timeout`` (env ``CSV_PIPELINE_CANARY_TIMEOUT``, ini
+  ``canary_timeout``; default 30): seconds the canary CSV uploaded when the
+  ``pipeline`` fixture is first set up may take to reach its final manifest;
+  ``0`` skips the check. When it fails, the first test needing the pipeline
+  errors with one message naming what to check (notification, invoke
+  permission, function state, Lambda log) and the session stops there,
+  instead of every test timing out.
 
 Each pytest-xdist worker starts its own emulator, embedded or container
 (about 0.3-0.9 s plus 1.5 s of provisioning), so workers never share state
@@ -29,6 +36,7 @@ of a killed run.
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import re
 import time
@@ -48,8 +56,13 @@ from .backends import (
     Selection,
     select_backend,
 )
+from .canary import CanaryFailed, check_wiring
 from .ingestion import PipelineClient
 from .stack import Stack, StackConfig, StackOutputs
+
+#: Seconds the session's canary CSV may take to reach its final manifest.
+DEFAULT_CANARY_TIMEOUT = 30.0
+CANARY_ENV = "CSV_PIPELINE_CANARY_TIMEOUT"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -79,6 +92,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="MiniStack image for --aws-backend=ministack-container "
         "(env MINISTACK_IMAGE; default ministackorg/ministack:<pinned ministack version>)",
     )
+    group.addoption(
+        "--canary-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds a canary CSV uploaded at session start may take to reach its final "
+        f"manifest before the session stops with what to check; 0 skips it (env {CANARY_ENV}, "
+        f"ini canary_timeout; default {DEFAULT_CANARY_TIMEOUT:g})",
+    )
+    parser.addini(
+        "canary_timeout",
+        f"seconds the pipeline canary may take (default {DEFAULT_CANARY_TIMEOUT:g}; 0 skips it)",
+        default="",
+    )
+
+
+def canary_timeout(config: pytest.Config) -> float:
+    """``--canary-timeout``, else ``CSV_PIPELINE_CANARY_TIMEOUT``, else ini ``canary_timeout``."""
+    sources = (
+        ("--canary-timeout", config.getoption("--canary-timeout")),
+        (CANARY_ENV, os.environ.get(CANARY_ENV)),
+        ("ini canary_timeout", config.getini("canary_timeout")),
+    )
+    for where, raw in sources:
+        if raw is None or str(raw).strip() == "":
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise pytest.UsageError(f"{where}: {raw} is not a number of seconds") from None
+        if not math.isfinite(value) or value < 0:
+            raise pytest.UsageError(f"{where}: {raw} must be 0 (off) or a number of seconds")
+        return value
+    return DEFAULT_CANARY_TIMEOUT
 
 
 def _select(config: pytest.Config) -> Selection:
@@ -118,6 +165,7 @@ _STARTED_MS = pytest.StashKey[int]()
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    canary_timeout(config)  # a bad value stops the run before anything starts
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -206,10 +254,29 @@ def deployed_stack(
 
 @pytest.fixture(scope="session")
 def pipeline(
-    deployed_stack: StackOutputs, aws_endpoint: Endpoint, stack_config: StackConfig
+    request: pytest.FixtureRequest,
+    deployed_stack: StackOutputs,
+    aws_endpoint: Endpoint,
+    stack_config: StackConfig,
 ) -> PipelineClient:
-    """Upload / wait / read back against the deployed stack."""
-    return PipelineClient(aws_endpoint, stack_config)
+    """Upload / wait / read back against the deployed stack, once its wiring is proven.
+
+    The canary runs once per session (per xdist worker). When it fails, this
+    fixture errors with the facts to check and the session stops after the
+    test that asked for it: every other test would only have timed out.
+    """
+    client = PipelineClient(aws_endpoint, stack_config)
+    timeout = canary_timeout(request.config)
+    if timeout <= 0:
+        return client
+    try:
+        check_wiring(client, timeout, name=worker_id())
+    except CanaryFailed as exc:
+        failure = exc
+    else:
+        return client
+    request.session.shouldfail = f"pipeline canary failed: {failure.summary}"
+    pytest.fail(str(failure), pytrace=False)
 
 
 @pytest.fixture
