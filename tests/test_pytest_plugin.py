@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from provisioning.pytest_plugin import DEFAULT_CANARY_TIMEOUT, canary_timeout
+from provisioning.pytest_plugin import DEFAULT_CANARY_TIMEOUT, canary_timeout, stack_fixture
 
 #: The heading ``pytest --help`` shows above every option of the harness.
 HEADING = "csv-pipeline-harness (S3 -> Lambda -> DynamoDB on an AWS emulator):"
@@ -234,3 +234,107 @@ def test_a_bad_canary_timeout_stops_the_run_before_it_starts(
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {named}*"])
+
+
+# -- stack_fixture: a stack of its own per module (or test) ------------------------------------
+
+#: A handler wrapping the product's, shipped as an extra file: its mark in the
+#: response proves both the extra file and the handler setting.
+WRAPPER = """
+from csv_pipeline import handler
+
+def lambda_handler(event, context=None):
+    return {**handler.lambda_handler(event, context), "wrapped": True}
+"""
+
+
+@pytest.mark.e2e
+def test_a_stack_fixture_deploys_its_own_stack_and_destroys_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_a_factory=f"""
+        from provisioning.pytest_plugin import DeployedPipeline, stack_fixture
+
+        wrapped = stack_fixture(
+            prefix="wrapped",
+            handler="wrapper.lambda_handler",
+            extra_files={{"wrapper.py": {WRAPPER!r}}},
+            timeout_s=12,
+            environment={{"EXTRA_SETTING": "yes"}},
+        )
+        SEEN = []
+
+        def test_unique_names_and_the_settings_asked_for(wrapped, pipeline):
+            SEEN.append(wrapped)
+            assert isinstance(wrapped, DeployedPipeline)
+            cfg = wrapped.config
+            assert cfg.bucket.startswith("wrapped-") and cfg.bucket != pipeline.config.bucket
+            assert cfg.bucket == cfg.table == cfg.function == cfg.role == wrapped.outputs.function
+            function = wrapped.stack.lambda_.get_function_configuration(FunctionName=cfg.function)
+            assert function["Handler"] == "wrapper.lambda_handler"
+            assert function["Timeout"] == 12
+            assert function["Environment"]["Variables"]["EXTRA_SETTING"] == "yes"
+
+        def test_the_extra_file_handles_the_events(wrapped):
+            SEEN.append(wrapped)
+            result = wrapped.ingest("x.csv", b"a\\n1\\n")
+            assert result.status == "COMPLETE"
+            response = wrapped.invoke(wrapped.s3_event("x.csv", result.etag))
+            assert response["Payload"]["wrapped"] is True
+            assert response["Payload"]["results"][0]["status"] == "ALREADY_DONE"
+
+        def test_one_stack_per_module():
+            assert len(SEEN) == 2 and SEEN[0] is SEEN[1]
+        """,
+        test_b_after=r"""
+        def test_the_modules_stack_is_gone(aws_endpoint):
+            functions = aws_endpoint.client("lambda").list_functions()["Functions"]
+            buckets = aws_endpoint.client("s3").list_buckets()["Buckets"]
+            tables = aws_endpoint.client("dynamodb").list_tables()["TableNames"]
+            names = [f["FunctionName"] for f in functions] + [b["Name"] for b in buckets] + tables
+            assert "csv-processor" in names  # the session's stack stays
+            assert not [n for n in names if n.startswith("wrapped-")], names
+        """,
+    )
+    result = pytester.runpytest("--aws-backend=ministack")
+    result.assert_outcomes(passed=4)
+
+
+@pytest.mark.e2e
+def test_a_stack_fixture_reports_its_log_and_its_broken_wiring(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_c_report="""
+        from provisioning.pytest_plugin import stack_fixture
+
+        reported = stack_fixture(prefix="reported")
+        broken = stack_fixture(prefix="broken", handler="no_such_module.lambda_handler")
+
+        def test_a_failure_carries_the_stacks_log(reported):
+            assert reported.ingest("tests/x.csv", b"a\\n1\\n").rows == []
+
+        def test_a_broken_stack_errors_with_the_facts(broken):
+            pass
+
+        def test_the_session_goes_on():
+            pass
+        """
+    )
+    result = pytester.runpytest("--aws-backend=ministack", "--canary-timeout=3")
+    result.assert_outcomes(passed=1, failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_a_broken_stack_errors_with_the_facts*",
+            "The pipeline's wiring is broken: the canary s3://broken-*/_canary/broken-*",
+            "*OK: uploads to broken-* invoke broken-*",
+            "*Handler=no_such_module.lambda_handler*",
+            "*FAILURES*",
+            "*Lambda log (/aws/lambda/reported-*)*",
+            "*INFO Starting reported-*/tests/x.csv*",
+        ]
+    )
+
+
+def test_a_stack_fixture_refuses_what_stackconfig_refuses() -> None:
+    with pytest.raises(TypeError, match="StackConfig has no field bukket"):
+        stack_fixture(bukket="x")
+    with pytest.raises(ValueError, match="max_retry_attempts"):
+        stack_fixture(max_retry_attempts=3)
