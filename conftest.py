@@ -1,3 +1,7 @@
-"""Root conftest: the harness lives in provisioning.pytest_plugin."""
+"""Root conftest: ``pytester`` for the harness's own plugin tests.
 
-pytest_plugins = ["provisioning.pytest_plugin", "pytester"]
+The harness itself (``provisioning.pytest_plugin``) is loaded by pytest through
+the package's ``pytest11`` entry point, as in any project that installs it.
+"""
+
+pytest_plugins = ["pytester"]

@@ -7,12 +7,15 @@ a timeout explains itself with the Lambda's log lines.
 
 from __future__ import annotations
 
+import functools
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 from boto3.dynamodb.types import TypeDeserializer
 
@@ -57,7 +60,12 @@ def plain(value: Any) -> Any:
 
 
 class PipelineClient:
-    """Upload, wait and read back against one deployed stack."""
+    """Upload, wait and read back against one deployed stack.
+
+    Besides the upload-and-wait calls it holds what tests ask of a stack:
+    rows by number, an S3 event to invoke the function with by hand, and the
+    function's log lines from a moment on (:meth:`log_mark`).
+    """
 
     def __init__(self, endpoint: Endpoint, config: StackConfig | None = None) -> None:
         self.endpoint = endpoint
@@ -65,6 +73,10 @@ class PipelineClient:
         self.s3 = endpoint.client("s3")
         self.dynamodb = endpoint.client("dynamodb")
         self.logs = endpoint.client("logs")
+
+    @functools.cached_property
+    def lambda_(self) -> Any:
+        return self.endpoint.client("lambda")
 
     def source(self, key: str) -> str:
         return f"{self.config.bucket}/{key}"
@@ -98,6 +110,41 @@ class PipelineClient:
     def rows(self, key: str) -> list[dict[str, Any]]:
         """The data rows of the source (``row >= 1``), in row order."""
         return [item for item in self.items(key) if item["row"] != 0]
+
+    def rows_by_number(self, key: str, numbers: Iterable[int]) -> list[dict[str, Any]]:
+        """The items of the source with these ``row`` numbers that exist, in the order asked.
+
+        Looked up by key (BatchGetItem, 100 at a time): each costs the same
+        however large the source, where a Query pages through all of it.
+        """
+        wanted = list(numbers)
+        table = self.config.table
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(wanted), 100):
+            keys = [
+                {"source": {"S": self.source(key)}, "row": {"N": str(n)}}
+                for n in wanted[start : start + 100]
+            ]
+            request: dict[str, Any] = {table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                response = self.dynamodb.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(table, []):
+                    row = plain(self._deserialize(item))
+                    found[row["row"]] = row
+                request = response.get("UnprocessedKeys") or {}
+        return [found[n] for n in wanted if n in found]
+
+    def count_rows(self, key: str, after: int = 0) -> int:
+        """How many items of the source have a ``row`` number above ``after``."""
+        pages = self.dynamodb.get_paginator("query").paginate(
+            TableName=self.config.table,
+            KeyConditionExpression="#s = :s AND #r > :n",
+            ExpressionAttributeNames={"#s": "source", "#r": "row"},
+            ExpressionAttributeValues={":s": {"S": self.source(key)}, ":n": {"N": str(after)}},
+            Select="COUNT",
+            ConsistentRead=True,
+        )
+        return sum(int(page["Count"]) for page in pages)
 
     def upload_file(
         self, key: str, path: Path, progress: Callable[[int], None] | None = None
@@ -157,12 +204,90 @@ class PipelineClient:
 
     def ingest(self, key: str, body: bytes, timeout: float = 60.0) -> Ingestion:
         """Upload and wait: the one call most tests need."""
-        since_ms = int(time.time() * 1000) - 1000
+        since_ms = self.log_mark()
         etag = self.upload(key, body)
         return self.wait(key, etag, timeout=timeout, since_ms=since_ms)
 
-    def lambda_log_lines(self, since_ms: int | None = None, limit: int = 400) -> list[str]:
-        """The function's CloudWatch log lines (newest ``limit``), for failure reports."""
+    # -- invoking by hand ---------------------------------------------------------------
+
+    def s3_event(
+        self, key: str, etag: str, sequencer: str | None = None, bucket: str | None = None
+    ) -> dict[str, Any]:
+        """The S3 notification a put of ``key`` would send (the key URL-encoded, as S3 does)."""
+        bucket = bucket or self.config.bucket
+        obj: dict[str, Any] = {"key": quote_plus(key, safe="/"), "eTag": etag}
+        if sequencer:
+            obj["sequencer"] = sequencer
+        return {
+            "Records": [
+                {
+                    "eventSource": "aws:s3",
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {
+                        "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                        "object": obj,
+                    },
+                }
+            ]
+        }
+
+    def invoke(self, event: dict[str, Any], *, asynchronous: bool = False) -> dict[str, Any]:
+        """Run the function with ``event``.
+
+        Synchronously: Lambda's response with ``Payload`` decoded from JSON
+        (``FunctionError`` is set when the function raised). Asynchronously
+        (``InvocationType=Event``, as S3 invokes it): the response, no payload.
+        """
+        payload = json.dumps(event).encode()
+        if asynchronous:
+            return dict(
+                self.lambda_.invoke(
+                    FunctionName=self.config.function, InvocationType="Event", Payload=payload
+                )
+            )
+        response = self.lambda_.invoke(FunctionName=self.config.function, Payload=payload)
+        return {**response, "Payload": json.loads(response["Payload"].read())}
+
+    # -- the function's log ---------------------------------------------------------------
+
+    @staticmethod
+    def log_mark() -> int:
+        """Now, as a ``since_ms`` for the log calls: a second early for clock skew."""
+        return int(time.time() * 1000) - 1000
+
+    def log_lines_since(self, since_ms: int) -> list[str]:
+        """Every log line of the function from ``since_ms`` (a :meth:`log_mark`) on."""
+        return self.lambda_log_lines(since_ms=since_ms, limit=None)
+
+    def wait_for_log(
+        self,
+        since_ms: int,
+        match: str | Callable[[str], bool],
+        what: str | None = None,
+        timeout: float = 60.0,
+    ) -> list[str]:
+        """Every log line from ``since_ms`` on, once one matches.
+
+        ``match`` is a text the line contains, or a predicate. A log line
+        arrives when its invocation has ended, a little after the table
+        shows the outcome. Raises :class:`IngestionError` with the last lines
+        after ``timeout`` seconds.
+        """
+        found = (lambda line: match in line) if isinstance(match, str) else match
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.log_lines_since(since_ms)
+            if any(found(line) for line in lines):
+                return lines
+            if time.monotonic() >= deadline:
+                raise IngestionError(
+                    f"timed out after {timeout:.0f}s waiting for "
+                    f"{what or repr(match)} in {self.config.log_group}\n" + "\n".join(lines[-80:])
+                )
+            time.sleep(0.1)
+
+    def lambda_log_lines(self, since_ms: int | None = None, limit: int | None = 400) -> list[str]:
+        """The function's CloudWatch log lines (newest ``limit``; all if None), for reports."""
         args: dict[str, Any] = {"logGroupName": self.config.log_group}
         if since_ms is not None:
             args["startTime"] = since_ms
@@ -172,7 +297,7 @@ class PipelineClient:
                 lines.extend(e["message"].rstrip("\n") for e in page.get("events", []))
         except Exception as exc:  # evidence gathering must not hide the real failure
             return [f"(could not read {self.config.log_group}: {exc})"]
-        return lines[-limit:]
+        return lines if limit is None else lines[-limit:]
 
     def format_logs(self, since_ms: int | None = None) -> str:
         lines = self.lambda_log_lines(since_ms)

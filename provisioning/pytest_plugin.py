@@ -1,11 +1,25 @@
 """pytest fixtures that put the pipeline on an emulator once per session.
 
-Loaded by the project's ``conftest.py``. Options:
+Registered as the ``csv_pipeline_harness`` plugin through the package's
+``pytest11`` entry point: installing the package is enough, no conftest line
+(with ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` set, ``-p csv_pipeline_harness``
+loads it). Options, all under one heading in ``pytest --help``:
 
 * ``--aws-backend`` (env ``AWS_BACKEND``): ``auto`` (default), or a backend name.
 * ``--aws-endpoint-url`` (env ``AWS_ENDPOINT_URL``): for ``--aws-backend=endpoint``.
 * ``--localstack-image`` / ``--ministack-image`` (env ``LOCALSTACK_IMAGE`` /
   ``MINISTACK_IMAGE``): images of the container backends.
+* ``--canary-timeout`` (env ``CSV_PIPELINE_CANARY_TIMEOUT``, ini
+  ``canary_timeout``; default 30): seconds the canary CSV uploaded when the
+  ``pipeline`` fixture is first set up may take to reach its final manifest;
+  ``0`` skips the check. When it fails, the first test needing the pipeline
+  errors with one message naming what to check (notification, invoke
+  permission, function state, Lambda log) and the session stops there,
+  instead of every test timing out.
+
+Besides the session's stack, :func:`stack_fixture` makes fixtures that deploy
+a stack of their own (other settings, a test-only handler, another endpoint)
+under unique names and destroy it afterwards.
 
 Each pytest-xdist worker starts its own emulator, embedded or container
 (about 0.3-0.9 s plus 1.5 s of provisioning), so workers never share state
@@ -26,11 +40,14 @@ of a killed run.
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import re
-import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 from _pytest._code.code import ExceptionRepr
@@ -45,12 +62,19 @@ from .backends import (
     Selection,
     select_backend,
 )
+from .canary import CanaryFailed, check_wiring
 from .ingestion import PipelineClient
 from .stack import Stack, StackConfig, StackOutputs
 
+#: Seconds the session's canary CSV may take to reach its final manifest.
+DEFAULT_CANARY_TIMEOUT = 30.0
+CANARY_ENV = "CSV_PIPELINE_CANARY_TIMEOUT"
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("aws", "CSV pipeline AWS backend")
+    group = parser.getgroup(
+        "csv-pipeline-harness", "csv-pipeline-harness (S3 -> Lambda -> DynamoDB on an AWS emulator)"
+    )
     group.addoption(
         "--aws-backend",
         default=os.environ.get("AWS_BACKEND", "auto"),
@@ -74,6 +98,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="MiniStack image for --aws-backend=ministack-container "
         "(env MINISTACK_IMAGE; default ministackorg/ministack:<pinned ministack version>)",
     )
+    group.addoption(
+        "--canary-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds a canary CSV uploaded at session start may take to reach its final "
+        f"manifest before the session stops with what to check; 0 skips it (env {CANARY_ENV}, "
+        f"ini canary_timeout; default {DEFAULT_CANARY_TIMEOUT:g})",
+    )
+    parser.addini(
+        "canary_timeout",
+        f"seconds the pipeline canary may take (default {DEFAULT_CANARY_TIMEOUT:g}; 0 skips it)",
+        default="",
+    )
+
+
+def canary_timeout(config: pytest.Config) -> float:
+    """``--canary-timeout``, else ``CSV_PIPELINE_CANARY_TIMEOUT``, else ini ``canary_timeout``."""
+    sources = (
+        ("--canary-timeout", config.getoption("--canary-timeout")),
+        (CANARY_ENV, os.environ.get(CANARY_ENV)),
+        ("ini canary_timeout", config.getini("canary_timeout")),
+    )
+    for where, raw in sources:
+        if raw is None or str(raw).strip() == "":
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise pytest.UsageError(f"{where}: {raw} is not a number of seconds") from None
+        if not math.isfinite(value) or value < 0:
+            raise pytest.UsageError(f"{where}: {raw} must be 0 (off) or a number of seconds")
+        return value
+    return DEFAULT_CANARY_TIMEOUT
 
 
 def _select(config: pytest.Config) -> Selection:
@@ -113,6 +171,7 @@ _STARTED_MS = pytest.StashKey[int]()
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    canary_timeout(config)  # a bad value stops the run before anything starts
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -121,20 +180,27 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    item.stash[_STARTED_MS] = int(time.time() * 1000) - 1000
+    item.stash[_STARTED_MS] = PipelineClient.log_mark()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Attach the Lambda's log lines to a failing test that used the pipeline."""
+    """Attach the Lambda's log lines to a failing test that used a pipeline.
+
+    ``pipeline`` or any fixture giving a :class:`PipelineClient` (such as
+    the stacks of :func:`stack_fixture`): one section per function.
+    """
     report = yield
     if report.when != "call" or not report.failed:
         return report
-    client = getattr(item, "funcargs", {}).get("pipeline")
-    if isinstance(client, PipelineClient):
-        since = item.stash.get(_STARTED_MS, None)
+    clients: dict[tuple[str | None, str], PipelineClient] = {}
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, PipelineClient):
+            clients.setdefault((value.endpoint.url, value.config.log_group), value)
+    since = item.stash.get(_STARTED_MS, None)
+    for client in clients.values():
         lines = client.lambda_log_lines(since_ms=since)
         title = f"Lambda log ({client.config.log_group})"
         text = "\n".join(lines) or "(no log lines)"
@@ -201,10 +267,37 @@ def deployed_stack(
 
 @pytest.fixture(scope="session")
 def pipeline(
-    deployed_stack: StackOutputs, aws_endpoint: Endpoint, stack_config: StackConfig
+    request: pytest.FixtureRequest,
+    deployed_stack: StackOutputs,
+    aws_endpoint: Endpoint,
+    stack_config: StackConfig,
 ) -> PipelineClient:
-    """Upload / wait / read back against the deployed stack."""
-    return PipelineClient(aws_endpoint, stack_config)
+    """Upload / wait / read back against the deployed stack, once its wiring is proven.
+
+    The canary runs once per session (per xdist worker). When it fails, this
+    fixture errors with the facts to check and the session stops after the
+    test that asked for it: every other test would only have timed out.
+    """
+    client = PipelineClient(aws_endpoint, stack_config)
+    failure = _canary(request, client, worker_id())
+    if failure is not None:
+        request.session.shouldfail = f"pipeline canary failed: {failure.summary}"
+        pytest.fail(str(failure), pytrace=False)
+    return client
+
+
+def _canary(
+    request: pytest.FixtureRequest, client: PipelineClient, name: str
+) -> CanaryFailed | None:
+    """Run the canary unless ``--canary-timeout`` is 0; what went wrong, if anything."""
+    timeout = canary_timeout(request.config)
+    if timeout <= 0:
+        return None
+    try:
+        check_wiring(client, timeout, name=name)
+    except CanaryFailed as exc:
+        return exc
+    return None
 
 
 @pytest.fixture
@@ -212,3 +305,99 @@ def unique_key(request: pytest.FixtureRequest) -> str:
     """An object key no other test (or worker) uses: ``tests/<test>-<random>.csv``."""
     name = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:60]
     return f"tests/{name}-{uuid.uuid4().hex[:10]}.csv"
+
+
+# -- fixture factories -------------------------------------------------------------------------
+
+
+class DeployedPipeline(PipelineClient):
+    """A :class:`PipelineClient` for a stack a :func:`stack_fixture` deployed.
+
+    ``stack`` is the :class:`Stack` (its boto3 clients, ``deploy``,
+    ``destroy``), ``outputs`` what ``deploy`` returned.
+    """
+
+    def __init__(self, stack: Stack, outputs: StackOutputs) -> None:
+        super().__init__(stack.endpoint, stack.config)
+        self.stack = stack
+        self.outputs = outputs
+
+
+ScopeName = Literal["session", "package", "module", "class", "function"]
+
+#: StackConfig fields that name resources; a factory makes them unique.
+_NAME_FIELDS = ("bucket", "table", "function", "role")
+
+
+def stack_fixture(
+    *,
+    scope: ScopeName = "module",
+    endpoint: str = "aws_endpoint",
+    prefix: str | None = None,
+    extra_files: Mapping[str, str | bytes | Path] | None = None,
+    canary: bool = True,
+    **config: Any,
+) -> Callable[..., Any]:
+    """A fixture that deploys a stack of its own, yields it, and destroys it afterwards.
+
+    Assign the result to a module attribute; that name is the fixture's::
+
+        faulty = stack_fixture(
+            handler="fault_injection.lambda_handler",
+            extra_files={"fault_injection.py": Path(__file__).with_name("fault_injection.py")},
+            timeout_s=8,
+        )
+
+    * ``scope``: the fixture's scope (``module`` by default).
+    * ``endpoint``: the name of the fixture giving the :class:`Endpoint` to
+      deploy on; ``aws_endpoint`` (the session's) by default, or one of the
+      test's own, such as an emulator started with other settings.
+    * ``prefix``: the start of the resource names (default: the fixture's
+      name); bucket, table, function and role are ``<prefix>-<random>`` unless
+      given in ``config``.
+    * ``extra_files``: zip path -> content (text, bytes, or a file to read),
+      shipped beside the ``csv_pipeline`` package, e.g. a test-only wrapper
+      named by ``handler``.
+    * ``canary``: prove the wiring with the canary CSV before yielding
+      (obeys ``--canary-timeout``); on failure the fixture errors with the
+      facts to check.
+    * ``config``: any other :class:`StackConfig` field (``handler``,
+      ``timeout_s``, ``environment``, ``max_retry_attempts``, ...).
+
+    The fixture yields a :class:`DeployedPipeline`: a :class:`PipelineClient`
+    with ``.stack`` and ``.outputs``.
+    """
+    known = {f.name for f in fields(StackConfig)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise TypeError(f"stack_fixture: StackConfig has no field {', '.join(unknown)}")
+    StackConfig(**config)  # refuse bad settings when the test module is imported
+    files = {
+        name: content.read_bytes() if isinstance(content, Path) else content
+        for name, content in (extra_files or {}).items()
+    }
+
+    def deployed_stack_fixture(request: pytest.FixtureRequest) -> Iterator[DeployedPipeline]:
+        where = request.getfixturevalue(endpoint)
+        if not isinstance(where, Endpoint):
+            raise TypeError(f"fixture {endpoint!r} gave {where!r}, not an Endpoint")
+        fixture_name = request.fixturename or "stack"
+        names = _unique_names(prefix or fixture_name)
+        stack = Stack(where, StackConfig(**{**names, **config}), extra_files=files)
+        try:
+            deployed = DeployedPipeline(stack, stack.deploy())
+            failure = _canary(request, deployed, fixture_name) if canary else None
+            if failure is not None:
+                pytest.fail(str(failure), pytrace=False)
+            yield deployed
+        finally:
+            stack.destroy()
+
+    return pytest.fixture(scope=scope)(deployed_stack_fixture)
+
+
+def _unique_names(prefix: str) -> dict[str, str]:
+    """Bucket, table, function and role names no other stack uses."""
+    base = re.sub(r"[^a-z0-9-]+", "-", prefix.lower()).strip("-")[:40] or "stack"
+    name = f"{base}-{uuid.uuid4().hex[:8]}"
+    return dict.fromkeys(_NAME_FIELDS, name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,6 +51,9 @@ class StackConfig:
     #: Retries of an asynchronous invocation before the event goes to the
     #: failed-events queue (Lambda's own default is 2, its maximum).
     max_retry_attempts: int = 2
+    #: The function's entry point; a test variant may name a wrapper shipped
+    #: as one of ``Stack``'s ``extra_files``.
+    handler: str = HANDLER
 
     def __post_init__(self) -> None:
         if self.max_retry_attempts not in MAX_RETRY_ATTEMPTS_RANGE:
@@ -101,9 +105,17 @@ _NO_SUCH_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"
 class Stack:
     """The pipeline's resources on one endpoint."""
 
-    def __init__(self, endpoint: Endpoint, config: StackConfig | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        config: StackConfig | None = None,
+        *,
+        extra_files: Mapping[str, str | bytes] | None = None,
+    ) -> None:
+        """``extra_files`` (zip path -> content) go into the function's zip beside the package."""
         self.endpoint = endpoint
         self.config = config or StackConfig()
+        self.extra_files = dict(extra_files or {})
         self.s3 = endpoint.client("s3")
         self.dynamodb = endpoint.client("dynamodb")
         self.iam = endpoint.client("iam")
@@ -265,7 +277,7 @@ class Stack:
         return {
             "FunctionName": cfg.function,
             "Runtime": RUNTIME,
-            "Handler": HANDLER,
+            "Handler": cfg.handler,
             "Role": role_arn,
             "Timeout": cfg.timeout_s,
             "MemorySize": cfg.memory_mb,
@@ -279,7 +291,7 @@ class Stack:
         }
 
     def _ensure_function(self, role_arn: str) -> str:
-        zip_bytes = build_zip()
+        zip_bytes = build_zip(extra_files=self.extra_files)
         settings = self._function_settings(role_arn)
         name = self.config.function
         try:

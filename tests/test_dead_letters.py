@@ -12,18 +12,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
 
-from provisioning.backends import Endpoint
-from provisioning.ingestion import PipelineClient
-from provisioning.packaging import build_zip
-from provisioning.stack import Stack, StackConfig, StackOutputs
+from provisioning.pytest_plugin import DeployedPipeline, stack_fixture
 
 FAULT_MODULE = Path(__file__).with_name("fault_injection.py")
 
@@ -31,43 +26,14 @@ FAULT_MODULE = Path(__file__).with_name("fault_injection.py")
 MAX_RETRY_ATTEMPTS = 1
 
 
-@dataclass(frozen=True)
-class FaultyStack:
-    outputs: StackOutputs
-    client: PipelineClient
-    sqs: Any
-
-
-@pytest.fixture(scope="module")
-def failing_stack(aws_endpoint: Endpoint) -> Iterator[FaultyStack]:
-    """The function with ``fault_injection`` wrapped around it, one retry, own names."""
-    tag = f"dead-letters-{uuid.uuid4().hex[:8]}"
-    config = StackConfig(
-        bucket=tag,
-        table=tag,
-        function=tag,
-        role=tag,
-        timeout_s=10,
-        max_retry_attempts=MAX_RETRY_ATTEMPTS,
-    )
-    stack = Stack(aws_endpoint, config)
-    try:
-        outputs = stack.deploy()
-        code = build_zip(extra_files={"fault_injection.py": FAULT_MODULE.read_bytes()})
-        waiter = {"Delay": 1, "MaxAttempts": 60}
-        stack.lambda_.update_function_code(FunctionName=config.function, ZipFile=code)
-        stack.lambda_.get_waiter("function_updated_v2").wait(
-            FunctionName=config.function, WaiterConfig=waiter
-        )
-        stack.lambda_.update_function_configuration(
-            FunctionName=config.function, Handler="fault_injection.lambda_handler"
-        )
-        stack.lambda_.get_waiter("function_updated_v2").wait(
-            FunctionName=config.function, WaiterConfig=waiter
-        )
-        yield FaultyStack(outputs, PipelineClient(aws_endpoint, config), stack.sqs)
-    finally:
-        stack.destroy()
+#: The function with ``fault_injection`` wrapped around it, one retry, own names.
+failing_stack = stack_fixture(
+    prefix="dead-letters",
+    handler="fault_injection.lambda_handler",
+    extra_files={"fault_injection.py": FAULT_MODULE},
+    timeout_s=10,
+    max_retry_attempts=MAX_RETRY_ATTEMPTS,
+)
 
 
 def is_record_of(record: dict[str, Any], bucket: str, key: str) -> bool:
@@ -103,15 +69,15 @@ def receive_failed_event(sqs: Any, queue_url: str, bucket: str, key: str, timeou
 
 @pytest.mark.e2e
 def test_an_event_failing_every_retry_lands_in_the_failed_events_queue(
-    failing_stack: FaultyStack,
+    failing_stack: DeployedPipeline,
 ) -> None:
-    outputs, client = failing_stack.outputs, failing_stack.client
+    outputs, client = failing_stack.outputs, failing_stack
     key = f"faults/getobject-always/{uuid.uuid4().hex}.csv"
-    since = int(time.time() * 1000) - 1000
+    since = client.log_mark()
     etag = client.upload(key, b"id,name\n1,one\n")
 
     failed = receive_failed_event(
-        failing_stack.sqs, outputs.failed_events_queue_url, outputs.bucket, key, timeout=20
+        failing_stack.stack.sqs, outputs.failed_events_queue_url, outputs.bucket, key, timeout=20
     )
     context = failed["requestContext"]
     assert context["condition"] == "RetriesExhausted", failed
@@ -127,7 +93,7 @@ def test_an_event_failing_every_retry_lands_in_the_failed_events_queue(
     # The first attempt and every retry ran, and no more: each failed at GetObject
     # (before "Starting") and recorded why. The log of an invocation is written
     # when it ends, so all are there once the event has been given up on.
-    lines = client.lambda_log_lines(since_ms=since, limit=100_000)
+    lines = client.log_lines_since(since)
     attempts = 1 + MAX_RETRY_ATTEMPTS
     assert sum("FAULT getobject-always: GetObject fails" in line for line in lines) == attempts, (
         lines

@@ -6,10 +6,8 @@ under ``pytest -n 2``.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
-from urllib.parse import quote_plus
 
 import pytest
 
@@ -29,22 +27,6 @@ def assert_complete(result: Ingestion, written: int, rejected: int = 0) -> None:
     assert m["status"] == "COMPLETE", m
     assert (m["rows_written"], m["rows_rejected"]) == (written, rejected), m
     assert "error" not in m and m["finished_at"] >= m["started_at"]
-
-
-def s3_event(bucket: str, key: str, etag: str) -> dict[str, Any]:
-    """The S3 notification a put would send (key URL-encoded as S3 does)."""
-    return {
-        "Records": [
-            {
-                "eventSource": "aws:s3",
-                "eventName": "ObjectCreated:Put",
-                "s3": {
-                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-                    "object": {"key": quote_plus(key, safe="/"), "eTag": etag},
-                },
-            }
-        ]
-    }
 
 
 def test_seed_sample_with_blanks(pipeline: PipelineClient, unique_key: str) -> None:
@@ -204,35 +186,25 @@ def test_reupload_with_fewer_rows_leaves_exactly_the_new_rows(
 
 
 def test_same_event_delivered_twice_yields_the_same_table(
-    pipeline: PipelineClient, unique_key: str, aws_endpoint: Any
+    pipeline: PipelineClient, unique_key: str
 ) -> None:
     first = pipeline.ingest(unique_key, b"a\n1\n2\n3\n")
     assert_complete(first, 3)
-    lambda_ = aws_endpoint.client("lambda")
-    event = s3_event(pipeline.config.bucket, unique_key, first.etag)
-    response = lambda_.invoke(
-        FunctionName=pipeline.config.function,
-        InvocationType="RequestResponse",
-        Payload=json.dumps(event).encode(),
-    )
-    payload = json.loads(response["Payload"].read())
+    response = pipeline.invoke(pipeline.s3_event(unique_key, first.etag))
+    payload = response["Payload"]
     assert "FunctionError" not in response, payload
     assert payload["results"][0]["status"] == "ALREADY_DONE"
     assert pipeline.items(unique_key) == [first.manifest, *first.rows]
 
 
 def test_progress_is_logged_every_100_records(pipeline: PipelineClient, unique_key: str) -> None:
-    since = int(time.time() * 1000) - 1000
+    since = pipeline.log_mark()
     body = b"n\n" + b"".join(b"%d\n" % i for i in range(250))
     assert_complete(pipeline.ingest(unique_key, body), 250)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        lines = pipeline.lambda_log_lines(since_ms=since)
-        mine = [line for line in lines if pipeline.source(unique_key) in line]
-        if any("Finished" in line for line in mine):
-            break
-        time.sleep(0.2)
     source = pipeline.source(unique_key)
+    lines = pipeline.wait_for_log(
+        since, lambda line: source in line and "Finished" in line, "Finished", timeout=10
+    )
     progress = [line for line in lines if "records so far" in line and source in line]
     assert [line.split("INFO ")[-1] for line in progress] == [
         f"Processed 100 records so far ({source})",
@@ -274,22 +246,15 @@ def test_ten_thousand_rows(pipeline: PipelineClient, unique_key: str) -> None:
     assert all(r["blank"] is None and r["id"] == str(r["row"]) for r in result.rows)
 
 
-def test_every_record_of_an_event_is_processed(
-    pipeline: PipelineClient, unique_key: str, aws_endpoint: Any
-) -> None:
+def test_every_record_of_an_event_is_processed(pipeline: PipelineClient, unique_key: str) -> None:
     """A hand-made or redelivered event may carry several records, of any kind."""
     keys = [unique_key[:-4] + suffix for suffix in ("-one.hold", " two ü.hold")]
     etags = [pipeline.upload(key, f"n\n{i}\n".encode()) for i, key in enumerate(keys)]
-    records = [
-        s3_event(pipeline.config.bucket, k, e)["Records"][0]
-        for k, e in zip(keys, etags, strict=True)
-    ]
+    records = [pipeline.s3_event(k, e)["Records"][0] for k, e in zip(keys, etags, strict=True)]
     removed = {**records[0], "eventName": "ObjectRemoved:Delete"}
     event = {"Records": [records[0], removed, records[1]]}
-    response = aws_endpoint.client("lambda").invoke(
-        FunctionName=pipeline.config.function, Payload=json.dumps(event).encode()
-    )
-    payload = json.loads(response["Payload"].read())
+    response = pipeline.invoke(event)
+    payload = response["Payload"]
     assert "FunctionError" not in response, payload
     assert [r["status"] for r in payload["results"]] == ["COMPLETE", "COMPLETE"]
     for i, key in enumerate(keys):

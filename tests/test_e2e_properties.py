@@ -14,7 +14,6 @@ manifest, Lambda log) when an ingestion does not finish.
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -53,10 +52,6 @@ def e2e(max_examples: int) -> settings:
 
 def new_key(name: str = "document") -> str:
     return f"properties/{uuid.uuid4().hex}/{name}.csv"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000) - 1000
 
 
 def observe(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> Observed:
@@ -100,7 +95,7 @@ def assert_state(
 def ingest_and_check(pipeline: PipelineClient, key: str, document: AnyDocument) -> Ingestion:
     """Upload ``document`` as ``key``, wait, and assert the table equals the oracle."""
     note(f"s3 key {key!r}; {document.describe()}")
-    since = now_ms()
+    since = pipeline.log_mark()
     ingestion = pipeline.ingest(key, document.body)
     expected = expected_state(document, pipeline.source(key))
     assert_state(pipeline, key, expected, ingestion.manifest, ingestion.rows, since)
@@ -196,38 +191,28 @@ def read_rows_by_key(pipeline: PipelineClient, key: str, last_row: int) -> list[
     each. Two Query calls (``row < 0``, ``row > last_row``; the manifest is row 0)
     find strays.
     """
-    table, source = pipeline.config.table, pipeline.source(key)
-    client = pipeline.dynamodb
-    found: list[dict[str, Any]] = []
-    for start in range(1, last_row + 1, 100):
-        keys = [
-            {"source": {"S": source}, "row": {"N": str(row)}}
-            for row in range(start, min(start + 100, last_row + 1))
-        ]
-        request: dict[str, Any] = {table: {"Keys": keys, "ConsistentRead": True}}
-        while request:
-            response = client.batch_get_item(RequestItems=request)
-            found.extend(response["Responses"].get(table, []))
-            request = response.get("UnprocessedKeys") or {}
+    found = pipeline.rows_by_number(key, range(1, last_row + 1))
     for condition, bound in (("#r < :n", 0), ("#r > :n", last_row)):
-        response = client.query(
-            TableName=table,
+        response = pipeline.dynamodb.query(
+            TableName=pipeline.config.table,
             KeyConditionExpression=f"#s = :s AND {condition}",
             ExpressionAttributeNames={"#s": "source", "#r": "row"},
-            ExpressionAttributeValues={":s": {"S": source}, ":n": {"N": str(bound)}},
+            ExpressionAttributeValues={":s": {"S": pipeline.source(key)}, ":n": {"N": str(bound)}},
             ConsistentRead=True,
             Limit=10,
         )
-        found.extend(response.get("Items", []))
-    rows = [plain({k: _deserializer.deserialize(v) for k, v in item.items()}) for item in found]
-    return sorted(rows, key=lambda row: row["row"])
+        found.extend(
+            plain({k: _deserializer.deserialize(v) for k, v in item.items()})
+            for item in response.get("Items", [])
+        )
+    return sorted(found, key=lambda row: row["row"])
 
 
 @pytest.mark.slow
 def test_a_million_rows(pipeline: PipelineClient) -> None:
     document = large_document(1_000_000)
     key = new_key("million")
-    since = now_ms()
+    since = pipeline.log_mark()
     etag = pipeline.upload(key, document.body)
     manifest = pipeline.wait_for_manifest(key, etag, timeout=1800, since_ms=since)
     expected = expected_state(document, pipeline.source(key))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import threading
 import time
@@ -45,8 +44,7 @@ from csv_pipeline.progress import Checkpoint
 from csv_pipeline.versions import Decision, Version, decide, sequencer_order
 from provisioning.backends import Endpoint
 from provisioning.ingestion import PipelineClient, plain
-from provisioning.packaging import build_zip
-from provisioning.stack import Stack, StackConfig
+from provisioning.pytest_plugin import stack_fixture
 
 FAULT_MODULE = Path(__file__).with_name("fault_injection.py")
 
@@ -110,44 +108,11 @@ def assert_exactly(
     # A large file: nothing past the last record, no rejected row, as many rows as
     # written (keys are unique, so that is every other number once), and a sample.
     last = fields["rows_written"] + fields["rows_rejected"]
-    assert count_rows(pipeline, key, last) == 0
-    assert get_rows(pipeline, key, [r["row"] for r in fields["rejected"]]) == []
-    assert count_rows(pipeline, key, 0) == fields["rows_written"]
+    assert pipeline.count_rows(key, after=last) == 0
+    assert pipeline.rows_by_number(key, [r["row"] for r in fields["rejected"]]) == []
+    assert pipeline.count_rows(key, after=0) == fields["rows_written"]
     sample = {r["row"]: r for r in rows[:: max(1, len(rows) // 300)] + rows[-5:]}
-    assert get_rows(pipeline, key, sorted(sample)) == [sample[n] for n in sorted(sample)]
-
-
-def count_rows(pipeline: PipelineClient, key: str, after: int) -> int:
-    pages = pipeline.dynamodb.get_paginator("query").paginate(
-        TableName=pipeline.config.table,
-        KeyConditionExpression="#s = :s AND #r > :n",
-        ExpressionAttributeNames={"#s": "source", "#r": "row"},
-        ExpressionAttributeValues={":s": {"S": pipeline.source(key)}, ":n": {"N": str(after)}},
-        Select="COUNT",
-        ConsistentRead=True,
-    )
-    return sum(page["Count"] for page in pages)
-
-
-def get_rows(pipeline: PipelineClient, key: str, numbers: list[int]) -> list[dict[str, Any]]:
-    found: dict[int, dict[str, Any]] = {}
-    for start in range(0, len(numbers), 100):
-        keys = [
-            {"source": {"S": pipeline.source(key)}, "row": {"N": str(n)}}
-            for n in numbers[start : start + 100]
-        ]
-        request = {pipeline.config.table: {"Keys": keys, "ConsistentRead": True}}
-        while request:
-            response = pipeline.dynamodb.batch_get_item(RequestItems=request)
-            for item in response["Responses"].get(pipeline.config.table, []):
-                row = plain({k: _deserializer.deserialize(v) for k, v in item.items()})
-                found[row["row"]] = row
-            request = response.get("UnprocessedKeys") or {}
-    return [found[n] for n in numbers if n in found]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000) - 1000
+    assert pipeline.rows_by_number(key, sorted(sample)) == [sample[n] for n in sorted(sample)]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -158,42 +123,6 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def log_lines(pipeline: PipelineClient, since: int) -> list[str]:
-    return pipeline.lambda_log_lines(since_ms=since, limit=1_000_000)
-
-
-def wait_for_log(
-    pipeline: PipelineClient, since: int, match: Callable[[str], bool], what: str
-) -> list[str]:
-    lines: list[str] = []
-
-    def found() -> bool:
-        nonlocal lines
-        lines = log_lines(pipeline, since)
-        return any(match(line) for line in lines)
-
-    try:
-        wait_for(found, 60, what)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n" + "\n".join(lines[-80:])) from None
-    return lines
-
-
-def s3_event(bucket: str, key: str, etag: str, sequencer: str | None = None) -> dict[str, Any]:
-    obj: dict[str, Any] = {"key": key, "eTag": etag}
-    if sequencer:
-        obj["sequencer"] = sequencer
-    return {
-        "Records": [
-            {
-                "eventSource": "aws:s3",
-                "eventName": "ObjectCreated:Put",
-                "s3": {"bucket": {"name": bucket}, "object": obj},
-            }
-        ]
-    }
 
 
 # -- unit: resuming from a byte offset -----------------------------------------------------
@@ -491,7 +420,7 @@ def test_a_dead_holders_lease_expires_and_is_taken_over(
 
 @pytest.mark.e2e
 def test_the_same_event_delivered_twice_at_once_gives_the_table_of_one_delivery(
-    pipeline: PipelineClient, aws_endpoint: Endpoint, unique_key: str
+    pipeline: PipelineClient, unique_key: str
 ) -> None:
     body = varied_csv(20_000, "twice")
     single = pipeline.ingest(unique_key, body, timeout=180)
@@ -499,14 +428,11 @@ def test_the_same_event_delivered_twice_at_once_gives_the_table_of_one_delivery(
 
     # Same bytes under a key the bucket's notification ignores, then the event, twice.
     twice_key = unique_key[:-4] + ".twice"
-    since = now_ms()
+    since = pipeline.log_mark()
     etag = pipeline.upload(twice_key, body)
-    event = json.dumps(s3_event(pipeline.config.bucket, twice_key, etag, "0000000000000000A1"))
-    lambda_ = aws_endpoint.client("lambda")
+    event = pipeline.s3_event(twice_key, etag, "0000000000000000A1")
     for _ in range(2):
-        lambda_.invoke(
-            FunctionName=pipeline.config.function, InvocationType="Event", Payload=event.encode()
-        )
+        pipeline.invoke(event, asynchronous=True)
     source = pipeline.source(twice_key)
     finished = f"Finished {source}:"
     stood_aside = (
@@ -521,7 +447,7 @@ def test_the_same_event_delivered_twice_at_once_gives_the_table_of_one_delivery(
 
     def both_ended() -> bool:
         nonlocal lines
-        lines = log_lines(pipeline, since)
+        lines = pipeline.log_lines_since(since)
         return sum(ended(line) for line in lines) >= 2
 
     wait_for(both_ended, 180, "both deliveries to end")
@@ -541,7 +467,7 @@ def test_a_quick_second_upload_wins_and_rows_never_mix(
 ) -> None:
     first, second = varied_csv(60_000, "first"), varied_csv(15_000, "second")
     source = pipeline.source(unique_key)
-    since = now_ms()
+    since = pipeline.log_mark()
     first_etag = pipeline.upload(unique_key, first)
     wait_for(
         lambda: (pipeline.manifest(unique_key) or {}).get("etag") == first_etag,
@@ -554,7 +480,7 @@ def test_a_quick_second_upload_wins_and_rows_never_mix(
 
     def both_ended() -> bool:
         nonlocal lines
-        lines = log_lines(pipeline, since)
+        lines = pipeline.log_lines_since(since)
         first_stopped = any(
             f"Handing {source} over" in line or f"Finished {source}: 59940" in line
             for line in lines
@@ -570,17 +496,14 @@ def test_a_quick_second_upload_wins_and_rows_never_mix(
 
 @pytest.mark.e2e
 def test_a_late_event_for_an_overwritten_version_changes_nothing(
-    pipeline: PipelineClient, aws_endpoint: Endpoint, unique_key: str
+    pipeline: PipelineClient, unique_key: str
 ) -> None:
     old = pipeline.ingest(unique_key, varied_csv(50, "old"))
     new = pipeline.ingest(unique_key, varied_csv(30, "new"))
     before = pipeline.items(unique_key)
     for sequencer in (None, "0000000000000000A1", "FFFFFFFFFFFFFFFFFF"):
-        event = s3_event(pipeline.config.bucket, unique_key, old.etag, sequencer)
-        response = aws_endpoint.client("lambda").invoke(
-            FunctionName=pipeline.config.function, Payload=json.dumps(event).encode()
-        )
-        payload = json.loads(response["Payload"].read())
+        event = pipeline.s3_event(unique_key, old.etag, sequencer)
+        payload = pipeline.invoke(event)["Payload"]
         assert payload["results"][0]["status"] == "SUPERSEDED", payload
     assert pipeline.items(unique_key) == before
     assert before[0]["etag"] == new.etag
@@ -593,45 +516,21 @@ def test_a_late_event_for_an_overwritten_version_changes_nothing(
 ROWS_PER_INVOCATION = 2_500
 
 
-@pytest.fixture(scope="module")
-def faulty(aws_endpoint: Endpoint) -> Iterator[PipelineClient]:
-    """The function with ``fault_injection`` wrapped around it, own names, small budgets.
-
-    A short timeout keeps the hang test short; ``ROWS_PER_INVOCATION`` makes
-    continuations happen at the same records on every machine.
-    """
-    tag = f"faults-{uuid.uuid4().hex[:8]}"
-    config = StackConfig(
-        bucket=tag,
-        table=tag,
-        function=tag,
-        role=tag,
-        timeout_s=8,
-        progress_every=1000,
-        environment={
-            "CHECKPOINT_SECONDS": "0.25",
-            "LEASE_SECONDS": "3",
-            "ROWS_PER_INVOCATION": str(ROWS_PER_INVOCATION),
-        },
-    )
-    stack = Stack(aws_endpoint, config)
-    stack.deploy()
-    code = build_zip(extra_files={"fault_injection.py": FAULT_MODULE.read_bytes()})
-    waiter = {"Delay": 1, "MaxAttempts": 60}
-    stack.lambda_.update_function_code(FunctionName=config.function, ZipFile=code)
-    stack.lambda_.get_waiter("function_updated_v2").wait(
-        FunctionName=config.function, WaiterConfig=waiter
-    )
-    stack.lambda_.update_function_configuration(
-        FunctionName=config.function, Handler="fault_injection.lambda_handler"
-    )
-    stack.lambda_.get_waiter("function_updated_v2").wait(
-        FunctionName=config.function, WaiterConfig=waiter
-    )
-    try:
-        yield PipelineClient(aws_endpoint, config)
-    finally:
-        stack.destroy()
+#: The function with ``fault_injection`` wrapped around it, own names, small budgets.
+#: A short timeout keeps the hang test short; ``ROWS_PER_INVOCATION`` makes
+#: continuations happen at the same records on every machine.
+faulty = stack_fixture(
+    prefix="faults",
+    handler="fault_injection.lambda_handler",
+    extra_files={"fault_injection.py": FAULT_MODULE},
+    timeout_s=8,
+    progress_every=1000,
+    environment={
+        "CHECKPOINT_SECONDS": "0.25",
+        "LEASE_SECONDS": "3",
+        "ROWS_PER_INVOCATION": str(ROWS_PER_INVOCATION),
+    },
+)
 
 
 def fault_happened(client: PipelineClient, fault: str, etag: str, key: str) -> bool:
@@ -642,14 +541,6 @@ def fault_happened(client: PipelineClient, fault: str, etag: str, key: str) -> b
     return True
 
 
-def invoke(client: PipelineClient, endpoint: Endpoint, event: dict[str, Any]) -> dict[str, Any]:
-    """Run the function synchronously; its response (``FunctionError`` set if it raised)."""
-    response = endpoint.client("lambda").invoke(
-        FunctionName=client.config.function, Payload=json.dumps(event).encode()
-    )
-    return {**response, "Payload": json.loads(response["Payload"].read())}
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize("fault", ["crash-after-40", "hang-after-40"])
 def test_a_lambda_dying_mid_file_is_resumed_by_the_retry(
@@ -657,13 +548,13 @@ def test_a_lambda_dying_mid_file_is_resumed_by_the_retry(
 ) -> None:
     key = f"faults/{fault}/{uuid.uuid4().hex}.csv"
     body = varied_csv(6_000, fault)
-    since = now_ms()
+    since = faulty.log_mark()
     etag = faulty.upload(key, body)
     faulty.wait_for_manifest(key, etag, 180)
     assert fault_happened(faulty, fault, etag, key)
     # A log arrives when its invocation has ended, a little after the manifest.
     source = faulty.source(key)
-    lines = wait_for_log(faulty, since, lambda line: f"Finished {source}" in line, "Finished")
+    lines = faulty.wait_for_log(since, f"Finished {source}")
     assert any(f"Resuming {source}" in line for line in lines), "\n".join(lines)
     assert_exactly(faulty, key, body, etag)
 
@@ -672,11 +563,11 @@ def test_a_lambda_dying_mid_file_is_resumed_by_the_retry(
 def test_a_file_longer_than_one_invocation_is_continued(faulty: PipelineClient) -> None:
     key = f"faults/none/{uuid.uuid4().hex}.csv"
     body = varied_csv(4 * ROWS_PER_INVOCATION, "long")
-    since = now_ms()
+    since = faulty.log_mark()
     etag = faulty.upload(key, body)
     faulty.wait_for_manifest(key, etag, 180)
     source = faulty.source(key)
-    lines = wait_for_log(faulty, since, lambda line: f"Finished {source}" in line, "Finished")
+    lines = faulty.wait_for_log(since, f"Finished {source}")
     assert sum(f"Starting {source}" in line for line in lines) == 1
     handed_on = [line for line in lines if f"Continuing {source} in a new invocation" in line]
     assert len(handed_on) >= 4, lines[-40:]  # after 2,500, 5,000, 7,500 and 10,000 records
@@ -696,12 +587,12 @@ def test_a_clean_up_longer_than_one_invocation_resumes_where_it_stopped(
     """A long file replaced by a short one: the stale rows take several invocations."""
     key = f"faults/none/{uuid.uuid4().hex}.csv"
     faulty.ingest(key, varied_csv(3 * ROWS_PER_INVOCATION, "long"), timeout=180)
-    since = now_ms()
+    since = faulty.log_mark()
     short = varied_csv(10, "short")
     etag = faulty.upload(key, short)
     faulty.wait_for_manifest(key, etag, 180)
     source = faulty.source(key)
-    lines = wait_for_log(faulty, since, lambda line: f"Finished {source}" in line, "Finished")
+    lines = faulty.wait_for_log(since, f"Finished {source}")
     resumed = cleanup_rows_resumed_after(lines, source)
     assert len(resumed) >= 2 and resumed == sorted(set(resumed)), lines[-40:]
     assert resumed[0] >= ROWS_PER_INVOCATION - 10  # the first invocation's deletions held
@@ -715,13 +606,13 @@ def test_a_file_failing_late_removes_all_its_rows_across_invocations(
     """Invalid UTF-8 near the end: FAILED, and every row already written is removed."""
     key = f"faults/none/{uuid.uuid4().hex}.csv"
     body = varied_csv(3 * ROWS_PER_INVOCATION, "late") + b"\xff,late,bad byte,\n"
-    since = now_ms()
+    since = faulty.log_mark()
     etag = faulty.upload(key, body)
     manifest = faulty.wait_for_manifest(key, etag, 180)
     assert manifest["status"] == "FAILED" and manifest["error_code"] == "NOT_UTF8", manifest
     assert (manifest["rows_written"], manifest["rows_rejected"]) == (0, 0)
     assert faulty.rows(key) == []
-    lines = log_lines(faulty, since)
+    lines = faulty.log_lines_since(since)
     assert len(cleanup_rows_resumed_after(lines, faulty.source(key))) >= 2, lines[-40:]
 
 
@@ -730,47 +621,47 @@ def test_an_invocation_that_makes_no_progress_fails_instead_of_handing_on(
     faulty: PipelineClient,
 ) -> None:
     key = f"faults/writes-never-start/{uuid.uuid4().hex}.csv"
-    since = now_ms()
+    since = faulty.log_mark()
     etag = faulty.upload(key, varied_csv(100, "stuck"))
     manifest = faulty.wait_for_manifest(key, etag, 60)
     assert manifest["status"] == "FAILED" and manifest["error_code"] == "NO_PROGRESS", manifest
     assert "made no progress" in manifest["error"]
     source = faulty.source(key)
-    lines = wait_for_log(faulty, since, lambda line: f"FAILED {source}" in line, "FAILED")
+    lines = faulty.wait_for_log(since, f"FAILED {source}")
     assert not [line for line in lines if f"Continuing {source}" in line]
 
 
 @pytest.mark.e2e
 def test_a_file_handed_on_too_often_fails_instead_of_looping(
-    faulty: PipelineClient, aws_endpoint: Endpoint
+    faulty: PipelineClient,
 ) -> None:
     """An event whose hop count is at the maximum may not be handed on again."""
     key = f"faults/none/{uuid.uuid4().hex}.hold"  # not a .csv: no notification
     etag = faulty.upload(key, varied_csv(2 * ROWS_PER_INVOCATION, "hops"))
-    event = s3_event(faulty.config.bucket, key, etag, "0000000000000000A1")
-    response = invoke(faulty, aws_endpoint, {**event, "continuation": {"hop": 100}})
+    event = faulty.s3_event(key, etag, "0000000000000000A1")
+    response = faulty.invoke({**event, "continuation": {"hop": 100}})
     assert response.get("FunctionError"), response
     manifest = faulty.manifest(key)
     assert manifest is not None and manifest["status"] == "FAILED", manifest
     assert manifest["error_code"] == "TOO_MANY_CONTINUATIONS", manifest
-    below = invoke(faulty, aws_endpoint, {**event, "continuation": {"hop": 99}})
+    below = faulty.invoke({**event, "continuation": {"hop": 99}})
     assert below["Payload"]["results"][0]["status"] == "CONTINUED", below
 
 
 @pytest.mark.e2e
 def test_an_object_deleted_before_it_is_read_is_skipped_even_when_s3_answers_403(
-    faulty: PipelineClient, aws_endpoint: Endpoint
+    faulty: PipelineClient,
 ) -> None:
     """Without ``s3:ListBucket`` AWS answers 403, not 404, for a missing key."""
     key = f"faults/no-listbucket/{uuid.uuid4().hex}.hold"  # not a .csv: no notification
     etag = faulty.upload(key, varied_csv(10, "gone"))
     faulty.s3.delete_object(Bucket=faulty.config.bucket, Key=key)
-    since = now_ms()
-    response = invoke(faulty, aws_endpoint, s3_event(faulty.config.bucket, key, etag, "0A"))
+    since = faulty.log_mark()
+    response = faulty.invoke(faulty.s3_event(key, etag, "0A"))
     assert not response.get("FunctionError"), response
     assert response["Payload"]["results"][0]["status"] == "GONE", response
     assert faulty.manifest(key) is None
-    lines = wait_for_log(faulty, since, lambda line: "answers 403" in line, "the injected 403")
+    lines = faulty.wait_for_log(since, "answers 403")
     assert any(f"Skipping {faulty.source(key)}" in line and "deleted" in line for line in lines)
 
 
@@ -780,11 +671,11 @@ def test_a_getobject_failure_is_recorded_failed_then_the_retry_succeeds(
 ) -> None:
     key = f"faults/getobject/{uuid.uuid4().hex}.csv"
     body = varied_csv(2_000, "get")
-    since = now_ms()
+    since = faulty.log_mark()
     etag = faulty.upload(key, body)
     faulty.wait_for_manifest(key, etag, 120)
     source = faulty.source(key)
-    lines = wait_for_log(faulty, since, lambda line: f"Finished {source}" in line, "Finished")
+    lines = faulty.wait_for_log(since, f"Finished {source}")
     [failed] = [line for line in lines if f"FAILED {source}:" in line]
     assert "cannot read object" in failed and "InternalError" in failed, failed
     assert fault_happened(faulty, "getobject", etag, key)
@@ -795,11 +686,11 @@ def test_a_getobject_failure_is_recorded_failed_then_the_retry_succeeds(
 def test_throttling_and_unprocessed_items_lose_no_row(faulty: PipelineClient) -> None:
     key = f"faults/throttle/{uuid.uuid4().hex}.csv"
     body = varied_csv(1_000, "throttle")
-    since = now_ms()
+    since = faulty.log_mark()
     etag = faulty.upload(key, body)
     faulty.wait_for_manifest(key, etag, 180)
     source = faulty.source(key)
-    lines = wait_for_log(faulty, since, lambda line: f"Finished {source}" in line, "Finished")
+    lines = faulty.wait_for_log(since, f"Finished {source}")
     [finished] = [line for line in lines if f"Finished {source}" in line]
     resent = re.search(r"(\d+) requests resent", finished)
     assert resent and int(resent.group(1)) > 0, finished

@@ -20,6 +20,7 @@ from provisioning.backends import BackendUnavailable, Endpoint, MinistackBackend
 from provisioning.backends import ministack as ministack_module
 from provisioning.backends.endpoint import ExistingEndpointBackend
 from provisioning.packaging import HANDLER, build_zip, code_sha256
+from provisioning.pytest_plugin import DeployedPipeline, stack_fixture
 from provisioning.stack import Stack, StackConfig
 
 
@@ -79,10 +80,13 @@ def record_calls(stack: Stack, operations: list[str]) -> list[str]:
     return calls
 
 
+#: A stack beside the session's, deployed for one test, which may change it.
+scratch = stack_fixture(scope="function", prefix="scratch", canary=False)
+
+
 @pytest.mark.e2e
-def test_deploy_twice_changes_nothing(aws_endpoint: Endpoint) -> None:
-    stack = Stack(aws_endpoint, scratch_config())
-    first = stack.deploy()
+def test_deploy_twice_changes_nothing(scratch: DeployedPipeline) -> None:
+    stack, first = scratch.stack, scratch.outputs
     before = snapshot(stack)
     writes = record_calls(
         stack,
@@ -97,13 +101,13 @@ def test_deploy_twice_changes_nothing(aws_endpoint: Endpoint) -> None:
     assert before["invoke_config"]["DestinationConfig"]["OnFailure"] == {
         "Destination": first.failed_events_queue_arn
     }
-    stack.destroy()
 
 
 @pytest.mark.e2e
-def test_deploy_wires_the_notification_to_the_function(aws_endpoint: Endpoint) -> None:
-    stack = Stack(aws_endpoint, scratch_config())
-    outputs = stack.deploy()
+def test_deploy_wires_the_notification_to_the_function(
+    scratch: DeployedPipeline, aws_endpoint: Endpoint
+) -> None:
+    stack, outputs = scratch.stack, scratch.outputs
     config = stack.s3.get_bucket_notification_configuration(Bucket=outputs.bucket)
     [rule] = config["LambdaFunctionConfigurations"]
     assert rule["LambdaFunctionArn"] == outputs.function_arn
@@ -127,22 +131,20 @@ def test_deploy_wires_the_notification_to_the_function(aws_endpoint: Endpoint) -
         "Destination": outputs.failed_events_queue_arn
     }
     assert not config["DestinationConfig"].get("OnSuccess", {}).get("Destination")
-    stack.destroy()
 
 
 @pytest.mark.e2e
 def test_changed_code_and_settings_are_updated(
-    aws_endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+    scratch: DeployedPipeline, aws_endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = scratch_config()
-    Stack(aws_endpoint, config).deploy()
+    config = scratch.config
 
     original = build_zip()
     buffer = io.BytesIO(original)
     with zipfile.ZipFile(buffer, "a") as archive:
         archive.writestr("csv_pipeline/_changed.py", "CHANGED = True\n")
     changed = buffer.getvalue()
-    monkeypatch.setattr(stack_module, "build_zip", lambda: changed)
+    monkeypatch.setattr(stack_module, "build_zip", lambda **_: changed)
     updated = StackConfig(**{**config.__dict__, "progress_every": 7, "max_retry_attempts": 0})
     stack = Stack(aws_endpoint, updated)
     # Someone shortened the queue's retention by hand.
@@ -157,7 +159,6 @@ def test_changed_code_and_settings_are_updated(
         "Destination": outputs.failed_events_queue_arn
     }
     assert state["queue"]["MessageRetentionPeriod"] == str(14 * 24 * 3600)
-    stack.destroy()
 
 
 def test_retry_attempts_outside_lambdas_range_are_refused() -> None:

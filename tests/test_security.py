@@ -26,6 +26,7 @@ from provisioning.backends import Endpoint, MinistackBackend
 from provisioning.ingestion import PipelineClient
 from provisioning.packaging import build_zip, lambda_source_dir
 from provisioning.policy import LAMBDA_TRUST_POLICY, function_policy
+from provisioning.pytest_plugin import DeployedPipeline, stack_fixture
 from provisioning.stack import POLICY_NAME, Stack, StackConfig, StackOutputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,21 +207,21 @@ def test_bucket_blocks_public_access_and_encrypts_by_default(
 
 
 @pytest.fixture(scope="module")
-def enforcing() -> Iterator[tuple[Stack, PipelineClient]]:
-    """An emulator of its own with IAM enforcement on, and a stack on it.
-
-    A small per-invocation budget and frequent checkpoints make a modest
-    file use every permission: checkpoints (UpdateItem), follow-up
-    invocations (InvokeFunction) and the clean-up's Query included.
-    """
+def enforcing_endpoint() -> Iterator[Endpoint]:
+    """An emulator of its own with IAM enforcement on."""
     with MinistackBackend(extra_env={"AUTH": "true"}) as endpoint:
-        config = StackConfig(
-            timeout_s=30,
-            environment={"CHECKPOINT_SECONDS": "0.2", "ROWS_PER_INVOCATION": "500"},
-        )
-        stack = Stack(endpoint, config)
-        stack.deploy()
-        yield stack, PipelineClient(endpoint, config)
+        yield endpoint
+
+
+#: A stack on that emulator. A small per-invocation budget and frequent
+#: checkpoints make a modest file use every permission: checkpoints
+#: (UpdateItem), follow-up invocations (InvokeFunction) and the clean-up's
+#: Query included.
+enforcing = stack_fixture(
+    endpoint="enforcing_endpoint",
+    timeout_s=30,
+    environment={"CHECKPOINT_SECONDS": "0.2", "ROWS_PER_INVOCATION": "500"},
+)
 
 
 def big_csv(rows: int) -> bytes:
@@ -229,10 +230,10 @@ def big_csv(rows: int) -> bytes:
 
 @pytest.mark.e2e
 def test_the_pipeline_works_under_its_least_privilege_role(
-    enforcing: tuple[Stack, PipelineClient],
+    enforcing: DeployedPipeline,
 ) -> None:
-    _, client = enforcing
-    since = int(time.time() * 1000) - 1000
+    client = enforcing
+    since = client.log_mark()
     etag = client.upload("long.csv", big_csv(2_000))
     manifest = client.wait_for_manifest("long.csv", etag, 180)
     assert manifest["status"] == "COMPLETE" and manifest["rows_written"] == 2_000, manifest
@@ -240,15 +241,15 @@ def test_the_pipeline_works_under_its_least_privilege_role(
     assert shorter.status == "COMPLETE" and [r["row"] for r in shorter.rows] == list(range(1, 11))
     bad = client.ingest("bad.csv", b"a,a\n1,2\n", timeout=60)
     assert bad.status == "FAILED" and bad.manifest["error_code"] == "DUPLICATE_COLUMN"
-    lines = client.lambda_log_lines(since_ms=since, limit=100_000)
-    assert any("Continuing csv-upload-bucket/long.csv" in line for line in lines)
-    assert any("Resuming clean-up of csv-upload-bucket/long.csv" in line for line in lines)
+    lines = client.log_lines_since(since)
+    assert any(f"Continuing {client.source('long.csv')}" in line for line in lines)
+    assert any(f"Resuming clean-up of {client.source('long.csv')}" in line for line in lines)
     assert not [line for line in lines if "AccessDenied" in line or "Forbidden" in line]
 
 
 @pytest.mark.e2e
-def test_the_role_cannot_read_another_bucket(enforcing: tuple[Stack, PipelineClient]) -> None:
-    stack, client = enforcing
+def test_the_role_cannot_read_another_bucket(enforcing: DeployedPipeline) -> None:
+    stack, client = enforcing.stack, enforcing
     other = f"other-{uuid.uuid4().hex[:8]}"
     stack.s3.create_bucket(Bucket=other)
     function_arn = stack.lambda_.get_function(FunctionName=stack.config.function)["Configuration"][
@@ -262,25 +263,20 @@ def test_the_role_cannot_read_another_bucket(enforcing: tuple[Stack, PipelineCli
             ]
         },
     )
-    since = int(time.time() * 1000) - 1000
+    since = client.log_mark()
     stack.s3.put_object(Bucket=other, Key="x.csv", Body=b"a\n1\n")
     denied = f"Skipping {other}/x.csv: {other}/x.csv cannot be read (403)"
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while not any(denied in line for line in lines) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        lines = client.lambda_log_lines(since_ms=since)
-    assert any(denied in line for line in lines), lines
-    foreign = PipelineClient(client.endpoint, StackConfig(bucket=other))
+    client.wait_for_log(since, denied, timeout=60)
+    foreign = PipelineClient(client.endpoint, StackConfig(bucket=other, table=stack.config.table))
     assert foreign.manifest("x.csv") is None and foreign.rows("x.csv") == []
 
 
 @pytest.mark.e2e
 def test_enforcement_is_real_a_missing_permission_stops_the_pipeline(
-    enforcing: tuple[Stack, PipelineClient],
+    enforcing: DeployedPipeline,
 ) -> None:
     """Negative control: the tests above would mean nothing if nothing were enforced."""
-    stack, client = enforcing
+    stack, client = enforcing.stack, enforcing
     iam, role = stack.iam, stack.config.role
     document = iam.get_role_policy(RoleName=role, PolicyName=POLICY_NAME)["PolicyDocument"]
     original = json.loads(document) if isinstance(document, str) else document
@@ -289,16 +285,14 @@ def test_enforcement_is_real_a_missing_permission_stops_the_pipeline(
         statement["Action"] = [a for a in statement["Action"] if a != "dynamodb:PutItem"]
     iam.put_role_policy(RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(reduced))
     try:
-        since = int(time.time() * 1000) - 1000
+        since = client.log_mark()
         client.upload("denied.csv", b"a\n1\n")
-        deadline = time.monotonic() + 30
-        lines: list[str] = []
-        while time.monotonic() < deadline:
-            lines = client.lambda_log_lines(since_ms=since)
-            if any("AccessDenied" in line and "PutItem" in line for line in lines):
-                break
-            time.sleep(0.3)
-        assert any("AccessDenied" in line and "PutItem" in line for line in lines), lines[-30:]
+        client.wait_for_log(
+            since,
+            lambda line: "AccessDenied" in line and "PutItem" in line,
+            "AccessDenied on PutItem",
+            timeout=30,
+        )
         assert client.rows("denied.csv") == []
     finally:
         iam.put_role_policy(
@@ -384,17 +378,14 @@ def test_credentials_the_lambda_holds_appear_in_no_log_or_item() -> None:
         config = StackConfig(environment={"LOG_LEVEL": "DEBUG"})
         Stack(endpoint, config).deploy()
         client = PipelineClient(endpoint, config)
-        since = int(time.time() * 1000) - 1000
+        since = client.log_mark()
         assert client.ingest("good.csv", b"a,b\n1,\n2,3,4\n").status == "COMPLETE"
         assert client.ingest("bad.csv", b"a\n\xff\n").status == "FAILED"
         # An unexpected error, with its traceback in the log.
-        invoke = endpoint.client("lambda").invoke(
-            FunctionName=config.function,
-            Payload=json.dumps({"Records": [{"eventName": "ObjectCreated:Put"}]}).encode(),
-        )
+        invoke = client.invoke({"Records": [{"eventName": "ObjectCreated:Put"}]})
         assert "FunctionError" in invoke
         time.sleep(1.0)
-        lines = client.lambda_log_lines(since_ms=since, limit=100_000)
+        lines = client.log_lines_since(since)
         assert any("Traceback" in line for line in lines)
         text = "\n".join(lines)
         items = client.dynamodb.scan(TableName=config.table)["Items"]
