@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -479,6 +479,33 @@ class Stack:
             if objects:
                 self.s3.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
         self.s3.delete_bucket(Bucket=bucket)
+
+    def remaining(self) -> list[str]:
+        """The resources ``deploy`` creates that still exist: empty once ``destroy`` is done.
+
+        Each is looked up by name; an error answer (not found, or not visible
+        to these credentials) counts as gone.
+        """
+        cfg = self.config
+        lookups: dict[str, Callable[[], Any]] = {
+            f"bucket {cfg.bucket}": lambda: self.s3.head_bucket(Bucket=cfg.bucket),
+            f"table {cfg.table}": lambda: self.dynamodb.describe_table(TableName=cfg.table),
+            f"function {cfg.function}": lambda: self.lambda_.get_function(
+                FunctionName=cfg.function
+            ),
+            f"role {cfg.role}": lambda: self.iam.get_role(RoleName=cfg.role),
+            f"queue {cfg.failed_events_queue}": lambda: self.sqs.get_queue_url(
+                QueueName=cfg.failed_events_queue
+            ),
+        }
+        left = []
+        for name, lookup in lookups.items():
+            try:
+                lookup()
+            except ClientError:
+                continue
+            left.append(name)
+        return left
 
     @staticmethod
     def _ignore_missing(action: Any) -> None:

@@ -172,20 +172,22 @@ def test_retry_attempts_outside_lambdas_range_are_refused() -> None:
 def test_destroy_removes_everything_and_can_run_twice(aws_endpoint: Endpoint) -> None:
     stack = Stack(aws_endpoint, scratch_config())
     stack.deploy()
+    assert [name.split()[0] for name in stack.remaining()] == [
+        "bucket",
+        "table",
+        "function",
+        "role",
+        "queue",
+    ]
     stack.s3.put_object(Bucket=stack.config.bucket, Key="x.txt", Body=b"left behind")
     stack.destroy()
     stack.destroy()
     cfg = stack.config
-    checks = [
-        lambda: stack.s3.head_bucket(Bucket=cfg.bucket),
-        lambda: stack.dynamodb.describe_table(TableName=cfg.table),
-        lambda: stack.lambda_.get_function(FunctionName=cfg.function),
+    assert stack.remaining() == []
+    for check in (
         lambda: stack.lambda_.get_function_event_invoke_config(FunctionName=cfg.function),
         lambda: stack.lambda_.list_function_event_invoke_configs(FunctionName=cfg.function),
-        lambda: stack.iam.get_role(RoleName=cfg.role),
-        lambda: stack.sqs.get_queue_url(QueueName=cfg.failed_events_queue),
-    ]
-    for check in checks:
+    ):
         with pytest.raises(ClientError):
             check()
     assert stack.sqs.list_queues(QueueNamePrefix=cfg.function).get("QueueUrls", []) == []
