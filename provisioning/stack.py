@@ -294,12 +294,9 @@ class Stack:
         zip_bytes = build_zip(extra_files=self.extra_files)
         settings = self._function_settings(role_arn)
         name = self.config.function
-        try:
-            current = self.lambda_.get_function_configuration(FunctionName=name)
-        except ClientError as exc:
-            if error_code(exc) != "ResourceNotFoundException":
-                raise
-            current = None
+        current = _unless_missing(
+            lambda: self.lambda_.get_function_configuration(FunctionName=name)
+        )
         if current is None:
             arn = self._create_function(settings, zip_bytes)
             self._wait_function(name)
@@ -347,12 +344,9 @@ class Stack:
         """
         name = self.config.function
         retries = self.config.max_retry_attempts
-        try:
-            current = self.lambda_.get_function_event_invoke_config(FunctionName=name)
-        except ClientError as exc:
-            if error_code(exc) != "ResourceNotFoundException":
-                raise
-            current = None
+        current = _unless_missing(
+            lambda: self.lambda_.get_function_event_invoke_config(FunctionName=name)
+        )
         if current is not None:
             destinations = current.get("DestinationConfig") or {}
             on_failure = (destinations.get("OnFailure") or {}).get("Destination")
@@ -521,6 +515,16 @@ class Stack:
         except ClientError as exc:
             if error_code(exc) not in missing:
                 raise
+
+
+def _unless_missing(describe: Callable[[], Any]) -> Any:
+    """What ``describe`` answers, or None when the resource does not exist."""
+    try:
+        return describe()
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+        return None
 
 
 def _settings_differ(current: dict[str, Any], wanted: dict[str, Any]) -> bool:

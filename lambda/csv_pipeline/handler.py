@@ -22,7 +22,6 @@ import os
 import resource
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +97,7 @@ def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]
 def process_object(ref: ObjectRef, context: Any = None, hop: int = 0) -> Result:
     """Handle one object version; the one place an :class:`Outcome` is decided."""
     deadline = settings.Deadline(context)
+    # Until HEAD names the version, only the event's ETag can record a failure.
     lease = _lease(ref, Version(ref.etag or "", ref.sequencer), deadline)
     try:
         head = _head(ref)
@@ -128,11 +128,8 @@ def process_object(ref: ObjectRef, context: Any = None, hop: int = 0) -> Result:
 
 
 def _lease(ref: ObjectRef, version: Version, deadline: settings.Deadline) -> Lease:
-    owner = f"{uuid.uuid4().hex[:12]}"
     table = settings.table_name()
-    return Lease(
-        aws.client("dynamodb"), table, ref.source, version, owner=owner, deadline=deadline.end
-    )
+    return Lease(aws.client("dynamodb"), table, ref.source, version, deadline=deadline.end)
 
 
 def _head(ref: ObjectRef) -> dict[str, Any]:

@@ -90,8 +90,10 @@ class Job:
         self.checkpoint: Checkpoint = self.held.checkpoint or Checkpoint()
         self.cleanup: Cleanup | None = self.held.cleanup
         self.started = Position.of(self.held.checkpoint, self.cleanup)
-        #: Records read plus rows deleted that this invocation may still do.
-        self.budget = settings.rows_per_invocation()
+        #: Records read plus rows deleted that one invocation may do.
+        self.limit = settings.rows_per_invocation()
+        #: Rows this invocation's clean-up has deleted.
+        self.deleted = 0
         self.began = time.monotonic()
         #: Write requests sent again (throttled, unprocessed items, 5xx).
         self.resent = 0
@@ -99,6 +101,12 @@ class Job:
     @property
     def position(self) -> Position:
         return Position.of(self.checkpoint, self.cleanup)
+
+    @property
+    def budget(self) -> float:
+        """Records and rows this invocation may still read or delete."""
+        read = self.checkpoint.records - (self.held.checkpoint or Checkpoint()).records
+        return self.limit - read - self.deleted
 
     def run(self) -> bool:
         """Do what is left; True when the final manifest is written, False to hand on.
@@ -151,8 +159,7 @@ class Job:
     def _write_records(self, document: CsvDocument, lines: LineReader, writer: BatchWriter) -> bool:
         """Put each accepted record, delete each rejected one's row; False to stop early."""
         state, source, every = self.manifest, self.ref.source, settings.progress_every()
-        start = self.checkpoint.records
-        stop_row = start + self.budget
+        stop_row = self.checkpoint.records + self.budget
         next_check = time.monotonic() + settings.checkpoint_seconds()
         for outcome in document:
             row = outcome.row
@@ -168,12 +175,10 @@ class Job:
                 writer.flush()
                 self._record_checkpoint(lines, document)
                 if row >= stop_row or self.deadline.passed():
-                    self.budget -= row - start
                     return False
                 next_check = time.monotonic() + settings.checkpoint_seconds()
         writer.flush()
-        self.checkpoint = Checkpoint(lines.offset, document.records_seen, document.lines_seen)
-        self.budget -= document.records_seen - start
+        self.checkpoint = _position(lines, document)
         return True
 
     def _open(self) -> Any:
@@ -208,7 +213,7 @@ class Job:
         return document
 
     def _record_checkpoint(self, lines: LineReader, document: CsvDocument) -> None:
-        self.checkpoint = Checkpoint(lines.offset, document.records_seen, document.lines_seen)
+        self.checkpoint = _position(lines, document)
         self.lease.record(
             Update({"checkpoint": self.checkpoint.as_value(), **self.manifest.counters()})
         )
@@ -253,7 +258,7 @@ class Job:
                     writer.delete(key)
             self.cleanup = replace(self.cleanup, cursor=int(keys[-1]["row"]["N"]))
             self.lease.record(Update({"cleanup": self.cleanup.as_value()}))
-            self.budget -= len(keys)
+            self.deleted += len(keys)
         return False
 
     def _rows_after(self, row: int, limit: int) -> list[dict[str, Any]]:
@@ -304,3 +309,8 @@ class Job:
                 yield writer
         finally:
             self.resent += writer.retries
+
+
+def _position(lines: LineReader, document: CsvDocument) -> Checkpoint:
+    """Where the next record starts, right after the one ``document`` yielded last."""
+    return Checkpoint(lines.offset, document.records_seen, document.lines_seen)
