@@ -2,6 +2,5 @@
 
 * :mod:`provisioning.backends` — emulators and endpoints (start, ready, stop).
 * :mod:`provisioning.stack` — bucket, table, role, function, notification (boto3).
-* :mod:`provisioning.ingestion` — upload a CSV, wait for its manifest, read rows back.
-* :mod:`provisioning.cli` — ``python -m provisioning``.
+* :mod:`provisioning.cli` — ``csv-pipeline`` / ``python -m provisioning``.
 """

@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from harness.client import Ingestion, IngestionError, PipelineClient
+
 from .backends import (
     BACKEND_NAMES,
     Backend,
@@ -24,7 +26,6 @@ from .backends import (
     select_backend,
 )
 from .backends.base import DEFAULT_REGION
-from .ingestion import Ingestion, IngestionError, PipelineClient
 from .progress import ProgressBar, human_bytes
 from .stack import Stack, StackConfig, StackOutputs
 
@@ -198,7 +199,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_build_image(args: argparse.Namespace) -> int:
     container_module("ministack_container", "build-image")  # names the extra when missing
-    from .image_build import ImageBuildError, build_image
+    from tools.image_build import ImageBuildError, build_image
 
     try:
         build_image(args.tag, suite=args.suite, mirror=args.mirror, force=args.force)
@@ -209,7 +210,7 @@ def cmd_build_image(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
+    from tools import bench
 
     return bench.command(args)
 
@@ -261,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even if the tag exists")
     build.set_defaults(func=cmd_build_image)
 
-    from .bench import add_arguments as bench_arguments
+    from tools.bench import add_arguments as bench_arguments
 
     bench = sub.add_parser(
         "bench",

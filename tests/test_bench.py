@@ -15,7 +15,8 @@ from processes import run
 
 from csv_pipeline import settings
 from csv_pipeline.parsing import MAX_ITEM_BYTES, Record, Rejection, parse_bytes
-from provisioning.bench import (
+from provisioning.cli import build_parser
+from tools.bench import (
     BIG_ROW,
     DEFAULT_RSS,
     LAMBDA_WRITE_CONCURRENCY,
@@ -32,7 +33,6 @@ from provisioning.bench import (
     quoted_field_csv,
     sample_csv,
 )
-from provisioning.cli import build_parser
 
 REQUIRED = {
     "raw_rows_per_s",
@@ -219,7 +219,7 @@ def test_ceiling_writes_with_the_lambdas_concurrency(monkeypatch: pytest.MonkeyP
 
 
 def test_the_finished_line_is_found() -> None:
-    from provisioning.bench import _FINISHED
+    from tools.bench import _FINISHED
 
     line = (
         "INFO Finished csv-bench-bucket/rss-big-row-1.csv: 2000 rows written, 1 rejected "

@@ -25,7 +25,7 @@ from processes import run
 from testcontainers.community.localstack import LocalStackContainer
 from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
 
-from provisioning import cli, image_build
+from provisioning import cli
 from provisioning.backends import (
     BackendUnavailable,
     LocalStackBackend,
@@ -42,6 +42,7 @@ from provisioning.backends.container import (
     docker_engine,
 )
 from provisioning.backends.ministack import SERVICES
+from tools import image_build
 
 #: Builds testcontainers objects without contacting any engine: a pinned API
 #: version skips docker-py's version query, and the host does not exist.

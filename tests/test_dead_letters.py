@@ -18,7 +18,7 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from provisioning.pytest_plugin import DeployedPipeline, stack_fixture
+from harness.pytest_plugin import DeployedPipeline, stack_fixture
 
 FAULT_MODULE = Path(__file__).with_name("fault_injection.py")
 

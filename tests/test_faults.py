@@ -28,7 +28,6 @@ from botocore.exceptions import ClientError
 from fault_injection import marker_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracle import MANIFEST_FIELDS
 
 from csv_pipeline.expressions import Update
 from csv_pipeline.lease import Lease, SourceBusy, Superseded, replacing
@@ -42,9 +41,10 @@ from csv_pipeline.parsing import (
 )
 from csv_pipeline.progress import Checkpoint
 from csv_pipeline.versions import Decision, Version, decide, sequencer_order
+from harness.client import PipelineClient, plain
+from harness.contract.oracle import MANIFEST_FIELDS
+from harness.pytest_plugin import stack_fixture
 from provisioning.backends import Endpoint
-from provisioning.ingestion import PipelineClient, plain
-from provisioning.pytest_plugin import stack_fixture
 
 FAULT_MODULE = Path(__file__).with_name("fault_injection.py")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import sys
 
-import oracle
 import pytest
 
 from csv_pipeline import parsing
@@ -36,6 +35,7 @@ from csv_pipeline.parsing import (
     record_limit_for,
     to_item,
 )
+from harness.contract import oracle
 
 SOURCE = "bucket/key.csv"
 

@@ -22,16 +22,6 @@ from datetime import timedelta
 
 from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
-from oracle import Observed, differences, expected_state
-from strategies import (
-    AnyDocument,
-    Dialect,
-    Document,
-    InvalidCase,
-    documents,
-    invalid_documents,
-    tiled_documents,
-)
 
 from csv_pipeline.parsing import (
     FIELD_COUNT,
@@ -42,6 +32,16 @@ from csv_pipeline.parsing import (
     Outcome,
     Record,
     Rejection,
+)
+from harness.contract.oracle import Observed, differences, expected_state
+from harness.contract.strategies import (
+    AnyDocument,
+    Dialect,
+    Document,
+    InvalidCase,
+    documents,
+    invalid_documents,
+    tiled_documents,
 )
 
 SOURCE = "csv-upload-bucket/properties/document.csv"

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from harness.pytest_plugin import DeployedPipeline, stack_fixture
 from provisioning import stack as stack_module
 from provisioning.backends import BackendUnavailable, Endpoint, MinistackBackend, select_backend
 from provisioning.backends import ministack as ministack_module
 from provisioning.backends.endpoint import ExistingEndpointBackend
 from provisioning.packaging import HANDLER, build_zip, code_sha256
-from provisioning.pytest_plugin import DeployedPipeline, stack_fixture
 from provisioning.stack import Stack, StackConfig
 
 

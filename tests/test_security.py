@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from processes import run
 
+from harness.client import PipelineClient
+from harness.pytest_plugin import DeployedPipeline, stack_fixture
 from provisioning.backends import Endpoint, MinistackBackend
-from provisioning.ingestion import PipelineClient
 from provisioning.packaging import build_zip, lambda_source_dir
 from provisioning.policy import LAMBDA_TRUST_POLICY, function_policy
-from provisioning.pytest_plugin import DeployedPipeline, stack_fixture
 from provisioning.stack import POLICY_NAME, Stack, StackConfig, StackOutputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -324,7 +324,7 @@ def test_no_secret_is_written_in_the_projects_code() -> None:
     suffixes = {".py", ".toml", ".cfg", ".ini", ".json", ".yml", ".yaml", ".csv", ".md", ".sh"}
     files = [
         p
-        for top in ("lambda", "provisioning", "tests", ".github", ".ci")
+        for top in ("lambda", "provisioning", "harness", "tools", "tests", ".github", ".ci")
         for p in (REPO / top).rglob("*")
         if p.is_file() and p.suffix in suffixes and "__pycache__" not in p.parts
     ]

@@ -33,7 +33,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .backends.ministack_container import GATEWAY_PORT, MinistackContainerBackend, ministack_version
+from provisioning.backends.ministack_container import (
+    GATEWAY_PORT,
+    MinistackContainerBackend,
+    ministack_version,
+)
 
 DEFAULT_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"

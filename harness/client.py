@@ -19,8 +19,8 @@ from urllib.parse import quote_plus
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from .backends.base import Endpoint
-from .stack import StackConfig
+from provisioning.backends.base import Endpoint
+from provisioning.stack import StackConfig
 
 FINAL_STATUSES = ("COMPLETE", "FAILED")
 

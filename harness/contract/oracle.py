@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from strategies import (
+from harness.contract.strategies import (
     ITEM_LIMIT_BYTES,
     RESERVED_NAMES,
     AnyDocument,
@@ -358,9 +358,9 @@ def differences(
                 f"error {_clip(observed.error, 400)} (code {observed.error_code!r}) is not "
                 f"{expected.failure.code} ({expected.failure.cause})"
             )
-        counts = (observed.rows_written, observed.rows_rejected, list(observed.rejected))
-        if counts != (0, 0, []):
-            out.append(f"(rows_written, rows_rejected, rejected) is {counts} on a FAILED object")
+        leftover = (observed.rows_written, observed.rows_rejected, list(observed.rejected))
+        if leftover != (0, 0, []):
+            out.append(f"(rows_written, rows_rejected, rejected) is {leftover} on a FAILED object")
     else:
         if observed.error is not None:
             out.append(f"unexpected error recorded: {_clip(observed.error, 400)}")

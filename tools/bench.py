@@ -48,11 +48,16 @@ from boto3.dynamodb.types import TypeDeserializer
 from csv_pipeline.parsing import MAX_ITEM_BYTES, Item, Record, parse_bytes
 from csv_pipeline.table_writer import BatchWriter
 from csv_pipeline.wire import PreSerializedBatchWriter
-
-from .backends import BACKEND_NAMES, Backend, BackendUnavailable, Endpoint, select_backend
-from .backends.base import EMULATOR_CREDENTIALS
-from .ingestion import FINAL_STATUSES, PipelineClient
-from .stack import Stack, StackConfig
+from harness.client import FINAL_STATUSES, PipelineClient
+from provisioning.backends import (
+    BACKEND_NAMES,
+    Backend,
+    BackendUnavailable,
+    Endpoint,
+    select_backend,
+)
+from provisioning.backends.base import EMULATOR_CREDENTIALS
+from provisioning.stack import Stack, StackConfig
 
 #: Targets the figures are judged against (``--check`` turns them into the exit code).
 TARGET_CEILING_RATIO = 0.9

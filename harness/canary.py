@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from csv_pipeline.aws import error_code
 
-from .ingestion import IngestionError, PipelineClient
+from .client import IngestionError, PipelineClient
 
 #: Where canary objects go in the bucket (and their sources in the table).
 CANARY_PREFIX = "_canary"

@@ -21,8 +21,16 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
-from oracle import MANIFEST_FIELDS, ExpectedState, Observed, differences, expected_state
-from strategies import (
+
+from harness.client import Ingestion, PipelineClient, plain
+from harness.contract.oracle import (
+    MANIFEST_FIELDS,
+    ExpectedState,
+    Observed,
+    differences,
+    expected_state,
+)
+from harness.contract.strategies import (
     DEFECTS,
     AnyDocument,
     Dialect,
@@ -34,8 +42,6 @@ from strategies import (
     revisions,
     tiled_documents,
 )
-
-from provisioning.ingestion import Ingestion, PipelineClient, plain
 
 pytestmark = pytest.mark.e2e
 

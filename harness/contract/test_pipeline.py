@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from harness.client import Ingestion, PipelineClient
 from provisioning.cli import sample_csv
-from provisioning.ingestion import Ingestion, PipelineClient
 
 pytestmark = pytest.mark.e2e
 

@@ -52,7 +52,7 @@ from typing import Any, Literal
 import pytest
 from _pytest._code.code import ExceptionRepr
 
-from .backends import (
+from provisioning.backends import (
     BACKEND_NAMES,
     Backend,
     BackendUnavailable,
@@ -62,9 +62,18 @@ from .backends import (
     Selection,
     select_backend,
 )
+from provisioning.stack import Stack, StackConfig, StackOutputs
+
 from .canary import CanaryFailed, check_wiring
-from .ingestion import PipelineClient
-from .stack import Stack, StackConfig, StackOutputs
+from .client import PipelineClient
+
+try:  # the property suites' profiles, where Hypothesis is installed
+    from . import profiles
+except ImportError:  # pragma: no cover - a plain install without the test extra
+    profiles = None  # type: ignore[assignment]
+else:
+    # At import, before Hypothesis' own plugin reads --hypothesis-profile.
+    profiles.register_and_load()
 
 #: Seconds the session's canary CSV may take to reach its final manifest.
 DEFAULT_CANARY_TIMEOUT = 30.0
@@ -174,8 +183,29 @@ def pytest_configure(config: pytest.Config) -> None:
     canary_timeout(config)  # a bad value stops the run before anything starts
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    return _selection_summary(config)
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = [_selection_summary(config)]
+    if profiles is not None:
+        lines.append(profiles.header())
+    return lines
+
+
+#: Markers whose tests run only when ``-m`` names them (``slow`` also under
+#: the thorough Hypothesis profile).
+OPT_IN = ("slow", "install")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave opt-in tests out unless ``-m`` names their marker (or the profile includes them)."""
+    named = config.getoption("-m") or ""
+    profile = config.getoption("--hypothesis-profile", None) or os.environ.get("HYPOTHESIS_PROFILE")
+    left_out_markers = [
+        m for m in OPT_IN if m not in named and not (m == "slow" and profile == "thorough")
+    ]
+    left_out = [item for item in items if any(item.get_closest_marker(m) for m in left_out_markers)]
+    if left_out:
+        items[:] = [item for item in items if item not in left_out]
+        config.hook.pytest_deselected(items=left_out)
 
 
 @pytest.hookimpl(tryfirst=True)
