@@ -17,6 +17,10 @@ module beside ``csv_pipeline`` and whose handler is
   ``s3:ListBucket`` (the emulator always says 404);
 * ``writes-never-start`` — no row write request can be sent (every one is
   "out of time"), so an invocation makes no progress at all;
+* ``wait-for-newer-after-<n>`` — before its n-th row write request, the
+  invocation waits (up to its lease) until a newer version of the object has
+  asked it to hand over (``superseded_by`` in the manifest), so a second
+  upload always meets the first one mid-file, however fast the machine is;
 * ``throttle`` — a burst of throttling: for the first 30 row write calls of
   an invocation, DynamoDB hands back half of the requests of every other call
   as UnprocessedItems and rejects every fourth call as throttled.
@@ -64,9 +68,8 @@ def _first_time(bucket: str, fault: str, etag: str, key: str) -> bool:
     return True
 
 
-def _checkpoint_recorded(bucket: str, key: str) -> bool:
-    """Whether the manifest of this source already records a checkpoint."""
-    item = (
+def _manifest(bucket: str, key: str) -> dict[str, Any]:
+    return (
         boto3.client("dynamodb")
         .get_item(
             TableName=os.environ["TABLE_NAME"],
@@ -75,7 +78,20 @@ def _checkpoint_recorded(bucket: str, key: str) -> bool:
         )
         .get("Item", {})
     )
-    return "checkpoint" in item
+
+
+def _checkpoint_recorded(bucket: str, key: str) -> bool:
+    """Whether the manifest of this source already records a checkpoint."""
+    return "checkpoint" in _manifest(bucket, key)
+
+
+def _wait_for_newer(bucket: str, key: str) -> None:
+    """Return once a newer version asked to take the source over; fail after the lease."""
+    deadline = time.monotonic() + float(os.environ.get("LEASE_SECONDS", "30"))
+    while "superseded_by" not in _manifest(bucket, key):
+        if time.monotonic() > deadline:
+            raise RuntimeError("injected wait: no newer version asked for the source in time")
+        time.sleep(0.05)
 
 
 def _error(code: str, status: int, operation: str) -> ClientError:
@@ -131,6 +147,21 @@ def _install(fault: str, bucket: str, key: str, etag: str) -> Callable[[], None]
             return _real_batch_write(self, RequestItems=RequestItems)
 
         return _patch_writes(dying)
+
+    if fault.startswith("wait-for-newer-after-"):
+        n = int(fault.rsplit("-", 1)[1])
+        waited = threading.Event()
+
+        def waiting(self: Any, RequestItems: dict[str, Any]) -> dict[str, Any]:
+            # Once per key: the newer version passes this point without waiting.
+            if count() == n and not waited.is_set() and _first_time(bucket, fault, "", key):
+                waited.set()
+                print(f"FAULT {fault}: waiting for a newer version", flush=True)
+                _wait_for_newer(bucket, key)
+                print(f"FAULT {fault}: a newer version asked for the source", flush=True)
+            return _real_batch_write(self, RequestItems=RequestItems)
+
+        return _patch_writes(waiting)
 
     if fault == "throttle":
 
