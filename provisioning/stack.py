@@ -120,6 +120,7 @@ def retry_while(
     first_delay: float = 1.0,
     max_delay: float = 8.0,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Any:
     """``action()``, retried with doubling delays while it fails with a ``retryable`` error.
 
@@ -127,13 +128,13 @@ def retry_while(
     depends on a role or policy just written can fail at first. After
     ``within`` seconds the last error is raised; any other error at once.
     """
-    deadline = time.monotonic() + within
+    deadline = clock() + within
     delay = first_delay
     while True:
         try:
             return action()
         except ClientError as exc:
-            if not retryable(exc) or time.monotonic() + delay > deadline:
+            if not retryable(exc) or clock() + delay > deadline:
                 raise
             log.info("retrying in %.0f s: %s", delay, exc)
         sleep(delay)
@@ -497,9 +498,15 @@ class Stack:
             configuration["Filter"] = {
                 "Key": {"FilterRules": [{"Name": "suffix", "Value": self.config.suffix}]}
             }
-        self.s3.put_bucket_notification_configuration(
-            Bucket=self.config.bucket,
-            NotificationConfiguration={"LambdaFunctionConfigurations": [configuration]},
+        # S3 checks that it may invoke the function; on AWS a permission just
+        # added can take seconds to be seen ("Unable to validate ...").
+        retry_while(
+            lambda: self.s3.put_bucket_notification_configuration(
+                Bucket=self.config.bucket,
+                NotificationConfiguration={"LambdaFunctionConfigurations": [configuration]},
+            ),
+            lambda exc: error_code(exc) == "InvalidArgument" and "Unable to validate" in str(exc),
+            within=60,
         )
 
     # -- destroy --------------------------------------------------------------
