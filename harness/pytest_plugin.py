@@ -5,7 +5,8 @@ Registered as the ``csv_pipeline_harness`` plugin through the package's
 (with ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` set, ``-p csv_pipeline_harness``
 loads it). Options, all under one heading in ``pytest --help``:
 
-* ``--aws-backend`` (env ``AWS_BACKEND``): ``auto`` (default), or a backend name.
+* ``--aws-backend`` (env ``AWS_BACKEND``): ``auto`` (default), or a backend name;
+  ``aws`` is real AWS and needs ``--aws-allow-real`` (see :mod:`harness.real_aws`).
 * ``--aws-endpoint-url`` (env ``AWS_ENDPOINT_URL``): for ``--aws-backend=endpoint``.
 * ``--localstack-image`` / ``--ministack-image`` (env ``LOCALSTACK_IMAGE`` /
   ``MINISTACK_IMAGE``): images of the container backends.

@@ -16,6 +16,7 @@ OPTIONS = (
     "--localstack-image",
     "--ministack-image",
     "--canary-timeout",
+    "--aws-allow-real",
 )
 
 
