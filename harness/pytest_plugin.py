@@ -5,7 +5,8 @@ Registered as the ``csv_pipeline_harness`` plugin through the package's
 (with ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` set, ``-p csv_pipeline_harness``
 loads it). Options, all under one heading in ``pytest --help``:
 
-* ``--aws-backend`` (env ``AWS_BACKEND``): ``auto`` (default), or a backend name.
+* ``--aws-backend`` (env ``AWS_BACKEND``): ``auto`` (default), or a backend name;
+  ``aws`` is real AWS and needs ``--aws-allow-real`` (see :mod:`harness.real_aws`).
 * ``--aws-endpoint-url`` (env ``AWS_ENDPOINT_URL``): for ``--aws-backend=endpoint``.
 * ``--localstack-image`` / ``--ministack-image`` (env ``LOCALSTACK_IMAGE`` /
   ``MINISTACK_IMAGE``): images of the container backends.
@@ -54,6 +55,7 @@ from _pytest._code.code import ExceptionRepr
 
 from provisioning.backends import (
     BACKEND_NAMES,
+    REAL_AWS,
     Backend,
     BackendUnavailable,
     Endpoint,
@@ -64,6 +66,7 @@ from provisioning.backends import (
 )
 from provisioning.stack import Stack, StackConfig, StackOutputs
 
+from . import real_aws
 from .canary import CanaryFailed, check_wiring
 from .client import PipelineClient
 
@@ -87,8 +90,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--aws-backend",
         default=os.environ.get("AWS_BACKEND", "auto"),
-        choices=BACKEND_NAMES,
-        help="where the AWS endpoint comes from (env AWS_BACKEND; default: auto)",
+        choices=(*BACKEND_NAMES, REAL_AWS),
+        help="where the AWS endpoint comes from (env AWS_BACKEND; default: auto); "
+        f"{REAL_AWS}: real AWS, with {real_aws.ALLOW_OPTION}",
     )
     group.addoption(
         "--aws-endpoint-url",
@@ -116,6 +120,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"manifest before the session stops with what to check; 0 skips it (env {CANARY_ENV}, "
         f"ini canary_timeout; default {DEFAULT_CANARY_TIMEOUT:g})",
     )
+    real_aws.add_options(group)
     parser.addini(
         "canary_timeout",
         f"seconds the pipeline canary may take (default {DEFAULT_CANARY_TIMEOUT:g}; 0 skips it)",
@@ -140,7 +145,7 @@ def canary_timeout(config: pytest.Config) -> float:
         if not math.isfinite(value) or value < 0:
             raise pytest.UsageError(f"{where}: {raw} must be 0 (off) or a number of seconds")
         return value
-    return DEFAULT_CANARY_TIMEOUT
+    return real_aws.canary_default(config, DEFAULT_CANARY_TIMEOUT)
 
 
 def _select(config: pytest.Config) -> Selection:
@@ -160,6 +165,8 @@ def _selection_summary(config: pytest.Config) -> str:
         return f"aws backend: {name} (unavailable: {exc})"
     if isinstance(selection.backend, ExistingEndpointBackend):
         where = selection.backend.url
+    elif real_aws.chosen(config):
+        where = real_aws.header(config)
     elif isinstance(selection.backend, MinistackBackend):
         where = "own loopback port per worker"
     else:
@@ -181,6 +188,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     canary_timeout(config)  # a bad value stops the run before anything starts
+    real_aws.configure(config)  # real AWS without the opt-in stops here too
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -267,12 +275,20 @@ def aws_endpoint(aws_backend: Backend) -> Endpoint:
     return aws_backend.endpoint
 
 
+#: Backends whose endpoint others may use too: the session deploys suffixed
+#: names there and removes its stack at the end.
+SHARED_BACKENDS = ("endpoint", REAL_AWS)
+
+
 @pytest.fixture(scope="session")
-def stack_config(aws_backend: Backend) -> StackConfig:
+def stack_config(aws_backend: Backend, pytestconfig: pytest.Config) -> StackConfig:
     """Default names on an emulator of our own; suffixed names on a shared endpoint."""
-    if aws_backend.name != "endpoint":
+    if aws_backend.name not in SHARED_BACKENDS:
         return StackConfig()
-    suffix = re.sub(r"[^a-z0-9-]", "-", f"{worker_id()}-{uuid.uuid4().hex[:6]}")
+    if aws_backend.name == REAL_AWS:
+        suffix = real_aws.stack_suffix(pytestconfig)
+    else:
+        suffix = re.sub(r"[^a-z0-9-]", "-", f"{worker_id()}-{uuid.uuid4().hex[:6]}")
     base = StackConfig()
     return StackConfig(
         bucket=f"{base.bucket}-{suffix}",
@@ -287,11 +303,12 @@ def deployed_stack(
     aws_backend: Backend, aws_endpoint: Endpoint, stack_config: StackConfig
 ) -> Iterator[StackOutputs]:
     """The pipeline, deployed once per session (per worker under xdist)."""
-    stack = Stack(aws_endpoint, stack_config)
+    stack = real_aws.new_stack(aws_backend, aws_endpoint, stack_config)
     outputs = stack.deploy()
     yield outputs
     if aws_backend.name == "endpoint":
-        # Someone else's emulator: leave it as we found it.
+        # Someone else's emulator: leave it as we found it. (On real AWS the
+        # backend's stop removes the stack, with signals held off meanwhile.)
         stack.destroy()
 
 
@@ -413,7 +430,8 @@ def stack_fixture(
             raise TypeError(f"fixture {endpoint!r} gave {where!r}, not an Endpoint")
         fixture_name = request.fixturename or "stack"
         names = _unique_names(prefix or fixture_name)
-        stack = Stack(where, StackConfig(**{**names, **config}), extra_files=files)
+        backend = request.getfixturevalue("aws_backend") if endpoint == "aws_endpoint" else None
+        stack = real_aws.new_stack(backend, where, StackConfig(**{**names, **config}), files)
         try:
             deployed = DeployedPipeline(stack, stack.deploy())
             failure = _canary(request, deployed, fixture_name) if canary else None

@@ -4,6 +4,12 @@ and the queue where events land that failed every asynchronous retry.
 ``Stack.deploy`` is idempotent (a second run changes nothing and fails on
 nothing; changed code or settings are updated) and works the same against
 an emulator or real AWS. ``Stack.destroy`` removes everything it created.
+
+A *fresh* stack (``Stack(..., fresh=True)``, what a test session on real AWS
+deploys) adopts nothing: a name already taken stops ``deploy`` with
+:class:`ResourceExists`, every resource it does create is recorded in
+``Stack.created``, and ``destroy`` removes exactly those, so a run never
+alters or deletes what it did not make, even under a name it expected.
 """
 
 from __future__ import annotations
@@ -98,6 +104,49 @@ class StackOutputs:
         return json.dumps(asdict(self), indent=2)
 
 
+class ResourceExists(RuntimeError):
+    """A fresh stack found one of its names taken; the resource is left as it was."""
+
+
+#: Seconds ``create_function`` keeps retrying while a new role is not yet assumable.
+ROLE_PROPAGATION_S = 90.0
+
+
+def retry_while(
+    action: Callable[[], Any],
+    retryable: Callable[[ClientError], bool],
+    *,
+    within: float,
+    first_delay: float = 1.0,
+    max_delay: float = 8.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Any:
+    """``action()``, retried with doubling delays while it fails with a ``retryable`` error.
+
+    IAM changes take seconds to reach other AWS services, so a call that
+    depends on a role or policy just written can fail at first. After
+    ``within`` seconds the last error is raised; any other error at once.
+    """
+    deadline = clock() + within
+    delay = first_delay
+    while True:
+        try:
+            return action()
+        except ClientError as exc:
+            if not retryable(exc) or clock() + delay > deadline:
+                raise
+            log.info("retrying in %.0f s: %s", delay, exc)
+        sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
+def role_not_assumable_yet(exc: ClientError) -> bool:
+    """Lambda's answer when a role is too new: "The role defined for the function cannot be
+    assumed by Lambda." (an ``InvalidParameterValueException`` like many others)."""
+    return error_code(exc) == "InvalidParameterValueException" and ("cannot be assumed" in str(exc))
+
+
 #: "No such queue", as the query (older) and JSON (newer) SQS protocols name it.
 _NO_SUCH_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
@@ -111,11 +160,18 @@ class Stack:
         config: StackConfig | None = None,
         *,
         extra_files: Mapping[str, str | bytes] | None = None,
+        fresh: bool = False,
     ) -> None:
-        """``extra_files`` (zip path -> content) go into the function's zip beside the package."""
+        """``extra_files`` (zip path -> content) go into the function's zip beside the package.
+
+        ``fresh``: adopt nothing (see the module's docstring); ``created``
+        lists, in order, the kinds this object created and has not destroyed.
+        """
         self.endpoint = endpoint
         self.config = config or StackConfig()
         self.extra_files = dict(extra_files or {})
+        self.fresh = fresh
+        self.created: list[str] = []
         self.s3 = endpoint.client("s3")
         self.dynamodb = endpoint.client("dynamodb")
         self.iam = endpoint.client("iam")
@@ -173,11 +229,17 @@ class Stack:
         args: dict[str, Any] = {"Bucket": bucket}
         if self.endpoint.region != "us-east-1":
             args["CreateBucketConfiguration"] = {"LocationConstraint": self.endpoint.region}
+        if self.fresh and self._exists(lambda: self.s3.head_bucket(Bucket=bucket)):
+            # us-east-1 answers 200 to creating a bucket one already owns: ask first.
+            raise ResourceExists(f"bucket {bucket} already exists")
         try:
             self.s3.create_bucket(**args)
+            self._record("bucket")
         except ClientError as exc:
             if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
+            if self.fresh:
+                raise ResourceExists(f"bucket {bucket} already exists") from exc
         self.s3.get_waiter("bucket_exists").wait(Bucket=bucket)
         self.s3.put_public_access_block(
             Bucket=bucket,
@@ -210,9 +272,12 @@ class Stack:
                     {"AttributeName": "row", "KeyType": "RANGE"},
                 ],
             )
+            self._record("table")
         except ClientError as exc:
             if error_code(exc) != "ResourceInUseException":
                 raise
+            if self.fresh:
+                raise ResourceExists(f"table {table} already exists") from exc
         self.dynamodb.get_waiter("table_exists").wait(
             TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
         )
@@ -237,14 +302,21 @@ class Stack:
 
     def _create_queue(self, name: str, attributes: dict[str, str]) -> str:
         """Create the queue, or set its attributes if it exists with other ones; its URL."""
+        if self.fresh and self._exists(lambda: self.sqs.get_queue_url(QueueName=name)):
+            # Creating a queue that exists with the same attributes succeeds: ask first.
+            raise ResourceExists(f"queue {name} already exists")
         # A queue deleted less than 60 s ago cannot be created again yet (AWS).
         deadline = time.monotonic() + 90
         while True:
             try:
-                return str(self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+                url = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+                self._record("queue")
+                return str(url)
             except ClientError as exc:
                 code = error_code(exc)
                 if code in ("QueueAlreadyExists", "QueueNameExists"):
+                    if self.fresh:
+                        raise ResourceExists(f"queue {name} already exists") from exc
                     url = str(self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
                     self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
                     log.info("updated attributes of queue %s", name)
@@ -262,9 +334,12 @@ class Stack:
         trust = json.dumps(LAMBDA_TRUST_POLICY)
         try:
             arn = self.iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+            self._record("role")
         except ClientError as exc:
             if error_code(exc) != "EntityAlreadyExists":
                 raise
+            if self.fresh:
+                raise ResourceExists(f"role {role} already exists") from exc
             self.iam.update_assume_role_policy(RoleName=role, PolicyDocument=trust)
             arn = self.iam.get_role(RoleName=role)["Role"]["Arn"]
         self.iam.put_role_policy(
@@ -299,8 +374,11 @@ class Stack:
         )
         if current is None:
             arn = self._create_function(settings, zip_bytes)
+            self._record("function")
             self._wait_function(name)
             return arn
+        if self.fresh:
+            raise ResourceExists(f"function {name} already exists")
         if current.get("CodeSha256") != code_sha256(zip_bytes):
             self._wait_function(name)
             self.lambda_.update_function_code(FunctionName=name, ZipFile=zip_bytes)
@@ -378,19 +456,13 @@ class Stack:
         log.info("set failure destination of %s (%d retries)", name, retries)
 
     def _create_function(self, settings: dict[str, Any], zip_bytes: bytes) -> str:
-        # A fresh IAM role takes a few seconds to become assumable on real AWS.
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                response = self.lambda_.create_function(**settings, Code={"ZipFile": zip_bytes})
-                return str(response["FunctionArn"])
-            except ClientError as exc:
-                retryable = error_code(exc) == "InvalidParameterValueException" and (
-                    "role" in str(exc).lower()
-                )
-                if not retryable or time.monotonic() > deadline:
-                    raise
-                time.sleep(2)
+        """Create the function; a new IAM role takes seconds to become assumable on AWS."""
+        response = retry_while(
+            lambda: self.lambda_.create_function(**settings, Code={"ZipFile": zip_bytes}),
+            role_not_assumable_yet,
+            within=ROLE_PROPAGATION_S,
+        )
+        return str(response["FunctionArn"])
 
     def _wait_function(self, name: str) -> None:
         """Block until the function is Active and its last update Successful."""
@@ -426,33 +498,76 @@ class Stack:
             configuration["Filter"] = {
                 "Key": {"FilterRules": [{"Name": "suffix", "Value": self.config.suffix}]}
             }
-        self.s3.put_bucket_notification_configuration(
-            Bucket=self.config.bucket,
-            NotificationConfiguration={"LambdaFunctionConfigurations": [configuration]},
+        # S3 checks that it may invoke the function; on AWS a permission just
+        # added can take seconds to be seen ("Unable to validate ...").
+        retry_while(
+            lambda: self.s3.put_bucket_notification_configuration(
+                Bucket=self.config.bucket,
+                NotificationConfiguration={"LambdaFunctionConfigurations": [configuration]},
+            ),
+            lambda exc: error_code(exc) == "InvalidArgument" and "Unable to validate" in str(exc),
+            within=60,
         )
 
     # -- destroy --------------------------------------------------------------
 
     def destroy(self) -> None:
-        """Remove every resource ``deploy`` creates; missing ones are fine."""
+        """Remove every resource ``deploy`` creates; missing ones are fine.
+
+        A fresh stack removes only what it recorded in ``created`` (the
+        function's log group, permission and failure destination go with the
+        function, the notification with the bucket); each kind leaves the
+        record once removed, so a second ``destroy`` does nothing.
+        """
         cfg = self.config
-        self._ignore_missing(
-            lambda: self.s3.put_bucket_notification_configuration(
-                Bucket=cfg.bucket, NotificationConfiguration={}
-            )
-        )
-        self._ignore_missing(
-            lambda: self.lambda_.delete_function_event_invoke_config(FunctionName=cfg.function)
-        )
-        self._ignore_missing(lambda: self.lambda_.delete_function(FunctionName=cfg.function))
-        self._ignore_missing(
-            lambda: self.iam.delete_role_policy(RoleName=cfg.role, PolicyName=POLICY_NAME)
-        )
-        self._ignore_missing(lambda: self.iam.delete_role(RoleName=cfg.role))
-        self._ignore_missing(lambda: self.dynamodb.delete_table(TableName=cfg.table))
-        self._ignore_missing(lambda: self.logs.delete_log_group(logGroupName=cfg.log_group))
-        self._ignore_missing(self._empty_and_delete_bucket)
-        self._ignore_missing(self._delete_failed_events_queue)
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            (
+                "bucket",
+                lambda: self.s3.put_bucket_notification_configuration(
+                    Bucket=cfg.bucket, NotificationConfiguration={}
+                ),
+            ),
+            (
+                "function",
+                lambda: self.lambda_.delete_function_event_invoke_config(FunctionName=cfg.function),
+            ),
+            ("function", lambda: self.lambda_.delete_function(FunctionName=cfg.function)),
+            (
+                "role",
+                lambda: self.iam.delete_role_policy(RoleName=cfg.role, PolicyName=POLICY_NAME),
+            ),
+            ("role", lambda: self.iam.delete_role(RoleName=cfg.role)),
+            ("table", lambda: self.dynamodb.delete_table(TableName=cfg.table)),
+            ("function", lambda: self.logs.delete_log_group(logGroupName=cfg.log_group)),
+            ("bucket", self._empty_and_delete_bucket),
+            ("queue", self._delete_failed_events_queue),
+        ]
+        wanted = set(self.created) if self.fresh else {kind for kind, _ in steps}
+        for kind, step in steps:
+            if kind in wanted:
+                self._ignore_missing(step)
+        self.created = [kind for kind in self.created if kind not in wanted]
+
+    def _record(self, kind: str) -> None:
+        if kind not in self.created:
+            self.created.append(kind)
+
+    @staticmethod
+    def _exists(lookup: Callable[[], Any]) -> bool:
+        """Whether ``lookup`` answers; only a not-found answer means no.
+
+        403 means yes: S3 answers it for a bucket another account owns.
+        """
+        try:
+            lookup()
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "403":
+                return True
+            if code in ("404", "NoSuchBucket", *_NO_SUCH_QUEUE):
+                return False
+            raise
+        return True
 
     def _delete_failed_events_queue(self) -> None:
         url = self.sqs.get_queue_url(QueueName=self.config.failed_events_queue)["QueueUrl"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .aws import RealAwsBackend
 from .base import DEFAULT_REGION, Backend, BackendUnavailable, Endpoint, install_hint
 from .endpoint import ExistingEndpointBackend
 from .ministack import MinistackBackend, ministack_available
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 #: Names accepted by ``--aws-backend`` / ``AWS_BACKEND`` and ``--backend``.
 BACKEND_NAMES = ("auto", "ministack", "localstack", "ministack-container", "endpoint")
+#: Real AWS: only for pytest's ``--aws-backend``, which asks for an opt-in first.
+REAL_AWS = RealAwsBackend.name
 
 #: Top-level packages of the ``containers`` extra.
 CONTAINER_PACKAGES = ("docker", "testcontainers")
@@ -107,6 +110,8 @@ def select_backend(
             ExistingEndpointBackend(endpoint_url, region=region),
             f"chosen explicitly ({endpoint_url})",
         )
+    if name == REAL_AWS:
+        return Selection(RealAwsBackend(), "chosen explicitly (boto3's credentials and region)")
     raise BackendUnavailable(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
 
 
@@ -159,6 +164,7 @@ def _auto_container(
 
 __all__ = [
     "BACKEND_NAMES",
+    "REAL_AWS",
     "Backend",
     "BackendUnavailable",
     "ContainerBackend",
@@ -167,6 +173,7 @@ __all__ = [
     "LocalStackBackend",
     "MinistackBackend",
     "MinistackContainerBackend",
+    "RealAwsBackend",
     "Selection",
     "container_module",
     "install_hint",

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import abc
+import contextlib
+import signal
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import boto3
@@ -113,3 +118,30 @@ def wait_until_healthy(
             last_error = str(exc)
         time.sleep(interval)
     raise BackendUnavailable(f"{url} not healthy after {timeout:.0f}s ({last_error})")
+
+
+@contextlib.contextmanager
+def signals_held(*signals: signal.Signals) -> Iterator[None]:
+    """Hold ``signals`` back while a child is started, then deliver them as before.
+
+    A KeyboardInterrupt raised inside ``Popen`` after the fork loses the
+    child's handle, and with it the only way to stop the server (it runs in
+    a session of its own). Blocking the signals instead would be inherited
+    by the child. Only the main thread can change handlers (and runs them).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+
+    def hold(signum: int, _frame: FrameType | None) -> None:
+        arrived.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)

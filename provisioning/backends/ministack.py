@@ -11,10 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 
 from .base import (
     DEFAULT_REGION,
@@ -22,6 +19,7 @@ from .base import (
     BackendUnavailable,
     Endpoint,
     install_hint,
+    signals_held,
     wait_until_healthy,
 )
 
@@ -107,7 +105,7 @@ class MinistackBackend(Backend):
         try:
             with (
                 open(self._workdir / "ministack.log", "wb") as log,
-                _signals_held(signal.SIGINT, signal.SIGTERM),
+                signals_held(signal.SIGINT, signal.SIGTERM),
             ):
                 self._process = subprocess.Popen(
                     [sys.executable, "-m", "ministack"],
@@ -158,33 +156,6 @@ class MinistackBackend(Backend):
             return ""
         lines = path.read_text(errors="replace").splitlines()
         return "\n".join(lines[-tail:])
-
-
-@contextlib.contextmanager
-def _signals_held(*signals: signal.Signals) -> Iterator[None]:
-    """Hold ``signals`` back while a child is started, then deliver them as before.
-
-    A KeyboardInterrupt raised inside ``Popen`` after the fork loses the
-    child's handle, and with it the only way to stop the server (it runs in
-    a session of its own). Blocking the signals instead would be inherited
-    by the child. Only the main thread can change handlers (and runs them).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    arrived: list[int] = []
-
-    def hold(signum: int, _frame: FrameType | None) -> None:
-        arrived.append(signum)
-
-    previous = {sig: signal.signal(sig, hold) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        for signum in dict.fromkeys(arrived):
-            signal.raise_signal(signum)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

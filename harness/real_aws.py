@@ -1,0 +1,114 @@
+"""What the pytest plugin does differently on ``--aws-backend=aws`` (real AWS).
+
+* :func:`add_options`: ``--aws-allow-real``, the opt-in (or env
+  ``CSV_PIPELINE_ALLOW_REAL_AWS=1``).
+* :func:`configure`: before anything is created, asks STS whose credentials
+  these are; without the opt-in the run stops with a usage error naming the
+  account, the region and the cost of a run. Missing credentials stop it too,
+  naming what to set.
+* :func:`stack_suffix`: the suffix of every name the session deploys, unique
+  per run and per xdist worker (``<run id>-<worker>``), so two runs in one
+  account never meet; the header prints it.
+* :func:`new_stack`: a *fresh* stack (it adopts nothing and removes only what
+  it created), tracked by the backend so ``stop`` removes it even when the
+  session is interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from provisioning.backends import Backend, BackendUnavailable, Endpoint, RealAwsBackend
+from provisioning.backends.aws import Identity, allowed, identify, refusal
+from provisioning.stack import Stack, StackConfig
+
+ALLOW_OPTION = "--aws-allow-real"
+#: The canary's default on AWS: a first invocation there waits for a cold
+#: start and the S3 notification, seconds each, sometimes tens of seconds.
+CANARY_TIMEOUT_S = 120.0
+
+_IDENTITY = pytest.StashKey[Identity]()
+_RUN_ID = pytest.StashKey[str]()
+
+
+def add_options(group: Any) -> None:
+    group.addoption(
+        ALLOW_OPTION,
+        action="store_true",
+        default=False,
+        help="let --aws-backend=aws deploy to the account of your AWS credentials "
+        "(env CSV_PIPELINE_ALLOW_REAL_AWS=1); without it the run stops, naming the account, "
+        "region and expected cost",
+    )
+
+
+def chosen(config: pytest.Config) -> bool:
+    return bool(config.getoption("--aws-backend") == RealAwsBackend.name)
+
+
+def configure(config: pytest.Config) -> None:
+    """Refuse an unconfirmed real-AWS run before anything is created; fix the run id."""
+    if not chosen(config) or config.getoption("help") or config.getoption("version"):
+        return
+    try:
+        identity = identify()
+        opted_in = allowed(bool(config.getoption(ALLOW_OPTION)))
+    except BackendUnavailable as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if not opted_in:
+        raise pytest.UsageError(refusal(identity, ALLOW_OPTION))
+    config.stash[_IDENTITY] = identity
+    config.stash[_RUN_ID] = _run_id(config)
+
+
+def _run_id(config: pytest.Config) -> str:
+    """One id per run, shared by its xdist workers (xdist's ``testrunuid``)."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return str(workerinput["testrunuid"])[:8]
+    run_id = getattr(config.option, "testrunuid", None)
+    if run_id is None:
+        run_id = uuid.uuid4().hex
+        if hasattr(config.option, "testrunuid"):
+            config.option.testrunuid = run_id  # xdist hands this one to its workers
+    return str(run_id)[:8]
+
+
+def stack_suffix(config: pytest.Config) -> str:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return re.sub(r"[^a-z0-9-]", "-", f"{config.stash[_RUN_ID]}-{worker}")
+
+
+def header(config: pytest.Config) -> str:
+    """Where the run goes: account, region and the suffix of the stack's names."""
+    identity = config.stash.get(_IDENTITY, None)
+    if identity is None:
+        return "real AWS (not confirmed)"
+    suffix = stack_suffix(config)
+    if int(config.getoption("numprocesses", 0) or 0) > 0:
+        suffix = f"{config.stash[_RUN_ID]}-gw<N>"
+    return f"real AWS, account {identity.account}, region {identity.region}, stack suffix {suffix}"
+
+
+def canary_default(config: pytest.Config, default: float) -> float:
+    return CANARY_TIMEOUT_S if chosen(config) else default
+
+
+def new_stack(
+    backend: Backend | None,
+    endpoint: Endpoint,
+    config: StackConfig,
+    extra_files: Mapping[str, str | bytes] | None = None,
+) -> Stack:
+    """A stack for ``endpoint``: fresh and tracked by ``backend`` when that is real AWS."""
+    if isinstance(backend, RealAwsBackend):
+        stack = Stack(endpoint, config, extra_files=extra_files, fresh=True)
+        backend.track(stack)
+        return stack
+    return Stack(endpoint, config, extra_files=extra_files)
