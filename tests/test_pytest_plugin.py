@@ -16,6 +16,8 @@ OPTIONS = (
     "--localstack-image",
     "--ministack-image",
     "--canary-timeout",
+    "--lambda-source",
+    "--lambda-handler",
 )
 
 
