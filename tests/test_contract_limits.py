@@ -11,7 +11,7 @@ def test_the_lambda_uses_the_contracts_limits() -> None:
     assert parsing.MAX_ATTRIBUTE_NAME_BYTES == limits.ATTRIBUTE_NAME_LIMIT_BYTES
     assert parsing.MANIFEST_OTHER_FIELDS_BYTES == limits.MANIFEST_OTHER_FIELDS_BYTES
     assert parsing.HEADER_LIMIT == limits.HEADER_LINE_LIMIT_BYTES
-    assert parsing.RESERVED_COLUMNS == frozenset(limits.RESERVED_NAMES)
+    assert frozenset(limits.RESERVED_NAMES) == parsing.RESERVED_COLUMNS
     assert manifest.MAX_LISTED_REJECTIONS == limits.LISTED_REJECTIONS
 
 
