@@ -17,6 +17,11 @@ loads it). Options, all under one heading in ``pytest --help``:
   errors with one message naming what to check (notification, invoke
   permission, function state, Lambda log) and the session stops there,
   instead of every test timing out.
+* ``--lambda-source DIR`` and ``--lambda-handler module.function`` (env
+  ``CSV_PIPELINE_LAMBDA_SOURCE`` / ``CSV_PIPELINE_LAMBDA_HANDLER``, ini
+  ``lambda_source`` / ``lambda_handler``): deploy another implementation of
+  the data contract instead of this package's Lambda. Only tests marked
+  ``contract`` then run: the others check this implementation's internals.
 
 Besides the session's stack, :func:`stack_fixture` makes fixtures that deploy
 a stack of their own (other settings, a test-only handler, another endpoint)
@@ -46,7 +51,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +69,7 @@ from provisioning.backends import (
     Selection,
     select_backend,
 )
+from provisioning.packaging import HANDLER, LambdaSourceError, handler_file, lambda_source_dir
 from provisioning.stack import Stack, StackConfig, StackOutputs
 
 from . import real_aws
@@ -81,6 +87,8 @@ else:
 #: Seconds the session's canary CSV may take to reach its final manifest.
 DEFAULT_CANARY_TIMEOUT = 30.0
 CANARY_ENV = "CSV_PIPELINE_CANARY_TIMEOUT"
+LAMBDA_SOURCE_ENV = "CSV_PIPELINE_LAMBDA_SOURCE"
+LAMBDA_HANDLER_ENV = "CSV_PIPELINE_LAMBDA_HANDLER"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -121,6 +129,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"ini canary_timeout; default {DEFAULT_CANARY_TIMEOUT:g})",
     )
     real_aws.add_options(group)
+    group.addoption(
+        "--lambda-source",
+        default=None,
+        metavar="DIR",
+        help="deploy the Lambda in DIR (its files at the zip's root, its requirements.txt "
+        "installed) instead of this package's; only tests marked contract run "
+        f"(env {LAMBDA_SOURCE_ENV}, ini lambda_source)",
+    )
+    group.addoption(
+        "--lambda-handler",
+        default=None,
+        metavar="MODULE.FUNCTION",
+        help="the handler of the --lambda-source Lambda, e.g. handler.lambda_handler "
+        f"(env {LAMBDA_HANDLER_ENV}, ini lambda_handler)",
+    )
+    parser.addini(
+        "lambda_source",
+        "directory of the Lambda under test, relative to the ini file (see --lambda-source)",
+        default="",
+    )
+    parser.addini(
+        "lambda_handler", "handler of the lambda_source Lambda (see --lambda-handler)", default=""
+    )
     parser.addini(
         "canary_timeout",
         f"seconds the pipeline canary may take (default {DEFAULT_CANARY_TIMEOUT:g}; 0 skips it)",
@@ -146,6 +177,74 @@ def canary_timeout(config: pytest.Config) -> float:
             raise pytest.UsageError(f"{where}: {raw} must be 0 (off) or a number of seconds")
         return value
     return real_aws.canary_default(config, DEFAULT_CANARY_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class LambdaUnderTest:
+    """Another implementation of the data contract, deployed instead of ``csv_pipeline``."""
+
+    source: Path
+    handler: str
+
+    def describe(self) -> str:
+        return f"{self.handler} from {self.source}"
+
+
+_LAMBDA = pytest.StashKey["LambdaUnderTest | None"]()
+
+
+def lambda_under_test(config: pytest.Config) -> LambdaUnderTest | None:
+    """The Lambda the options, env or ini name (in that order), or ``None`` for ours.
+
+    Checked before anything starts: a source without a handler (or the
+    reverse), a missing directory or a handler whose module file is not in it
+    is a :class:`pytest.UsageError`. A relative ini path is relative to the
+    ini file; an option's or env's to the current directory.
+    """
+    if _LAMBDA in config.stash:
+        return config.stash[_LAMBDA]
+    ini_dir = config.inipath.parent if config.inipath else config.rootpath
+    found: dict[str, tuple[str, str]] = {}
+    for key, option, env in (
+        ("source", "--lambda-source", LAMBDA_SOURCE_ENV),
+        ("handler", "--lambda-handler", LAMBDA_HANDLER_ENV),
+    ):
+        for where, raw in (
+            (option, config.getoption(option)),
+            (env, os.environ.get(env)),
+            (f"ini lambda_{key}", config.getini(f"lambda_{key}")),
+        ):
+            if raw is not None and str(raw).strip():
+                found[key] = (where, str(raw).strip())
+                break
+    chosen: LambdaUnderTest | None = None
+    if found:
+        if len(found) < 2:
+            ((key, (where, _)),) = found.items()
+            other = "--lambda-handler" if key == "source" else "--lambda-source"
+            raise pytest.UsageError(f"{where} needs {other} too (or its env/ini setting)")
+        source_where, source_raw = found["source"]
+        source = Path(source_raw).expanduser()
+        if not source.is_absolute():
+            base = ini_dir if source_where.startswith("ini") else Path.cwd()
+            source = base / source
+        handler = found["handler"][1]
+        try:
+            handler_file(source, handler)
+        except LambdaSourceError as exc:
+            raise pytest.UsageError(f"{source_where} / {found['handler'][0]}: {exc}") from None
+        chosen = LambdaUnderTest(source.resolve(), handler)
+    config.stash[_LAMBDA] = chosen
+    return chosen
+
+
+def _lambda_summary(config: pytest.Config) -> str:
+    chosen = lambda_under_test(config)
+    if chosen is None:
+        return f"lambda under test: {HANDLER} from {lambda_source_dir()} (this package)"
+    return (
+        f"lambda under test: {chosen.describe()}; tests without the contract marker are deselected"
+    )
 
 
 def _select(config: pytest.Config) -> Selection:
@@ -179,6 +278,8 @@ MARKERS = {
     "slow": "long-running; not in the default run (select with -m slow)",
     "container": "needs a Docker engine (container backends)",
     "install": "installs the package into a fresh venv; not in the default run (-m install)",
+    "contract": "checks the data contract through S3 -> Lambda -> DynamoDB only; "
+    "the tests that run against a --lambda-source Lambda",
 }
 
 _STARTED_MS = pytest.StashKey[int]()
@@ -187,12 +288,14 @@ _STARTED_MS = pytest.StashKey[int]()
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
-    canary_timeout(config)  # a bad value stops the run before anything starts
-    real_aws.configure(config)  # real AWS without the opt-in stops here too
+    # Bad values stop the run before anything starts (real AWS without the opt-in too).
+    canary_timeout(config)
+    lambda_under_test(config)
+    real_aws.configure(config)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = [_selection_summary(config)]
+    lines = [_selection_summary(config), _lambda_summary(config)]
     if profiles is not None:
         lines.append(profiles.header())
     return lines
@@ -204,13 +307,23 @@ OPT_IN = ("slow", "install")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leave opt-in tests out unless ``-m`` names their marker (or the profile includes them)."""
+    """Leave opt-in tests out unless ``-m`` names their marker (or the profile includes them).
+
+    With another Lambda under test, tests without the ``contract`` marker are
+    left out too: they check this package's implementation, not the contract.
+    """
     named = config.getoption("-m") or ""
     profile = config.getoption("--hypothesis-profile", None) or os.environ.get("HYPOTHESIS_PROFILE")
     left_out_markers = [
         m for m in OPT_IN if m not in named and not (m == "slow" and profile == "thorough")
     ]
-    left_out = [item for item in items if any(item.get_closest_marker(m) for m in left_out_markers)]
+    foreign = lambda_under_test(config) is not None
+    left_out = [
+        item
+        for item in items
+        if any(item.get_closest_marker(m) for m in left_out_markers)
+        or (foreign and item.get_closest_marker("contract") is None)
+    ]
     if left_out:
         items[:] = [item for item in items if item not in left_out]
         config.hook.pytest_deselected(items=left_out)
@@ -281,16 +394,23 @@ SHARED_BACKENDS = ("endpoint", REAL_AWS)
 
 
 @pytest.fixture(scope="session")
-def stack_config(aws_backend: Backend, pytestconfig: pytest.Config) -> StackConfig:
-    """Default names on an emulator of our own; suffixed names on a shared endpoint."""
+def stack_config(pytestconfig: pytest.Config, aws_backend: Backend) -> StackConfig:
+    """Default names on an emulator of our own; suffixed names on a shared endpoint.
+
+    The function's code is this package's, or the ``--lambda-source`` one.
+    """
+    chosen = lambda_under_test(pytestconfig)
+    base = StackConfig()
+    if chosen is not None:
+        base = replace(base, handler=chosen.handler, lambda_source=chosen.source)
     if aws_backend.name not in SHARED_BACKENDS:
-        return StackConfig()
+        return base
     if aws_backend.name == REAL_AWS:
         suffix = real_aws.stack_suffix(pytestconfig)
     else:
         suffix = re.sub(r"[^a-z0-9-]", "-", f"{worker_id()}-{uuid.uuid4().hex[:6]}")
-    base = StackConfig()
-    return StackConfig(
+    return replace(
+        base,
         bucket=f"{base.bucket}-{suffix}",
         table=f"{base.table}-{suffix}",
         function=f"{base.function}-{suffix}",

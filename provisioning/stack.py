@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -26,7 +27,7 @@ from botocore.exceptions import ClientError
 from csv_pipeline.aws import error_code
 
 from .backends.base import Endpoint
-from .packaging import HANDLER, build_zip, code_sha256
+from .packaging import HANDLER, build_source_zip, build_zip, code_sha256
 from .policy import LAMBDA_TRUST_POLICY, function_policy
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,13 @@ class StackConfig:
     #: failed-events queue (Lambda's own default is 2, its maximum).
     max_retry_attempts: int = 2
     #: The function's entry point; a test variant may name a wrapper shipped
-    #: as one of ``Stack``'s ``extra_files``.
+    #: as one of ``Stack``'s ``extra_files``, another implementation a module
+    #: of its ``lambda_source``.
     handler: str = HANDLER
+    #: Another implementation of the data contract to deploy instead of the
+    #: ``csv_pipeline`` package: a directory whose files go to the zip's root
+    #: (its ``requirements.txt`` installed beside them). ``None``: this package.
+    lambda_source: Path | None = None
 
     def __post_init__(self) -> None:
         if self.max_retry_attempts not in MAX_RETRY_ATTEMPTS_RANGE:
@@ -366,7 +372,11 @@ class Stack:
         }
 
     def _ensure_function(self, role_arn: str) -> str:
-        zip_bytes = build_zip(extra_files=self.extra_files)
+        source = self.config.lambda_source
+        if source is None:
+            zip_bytes = build_zip(extra_files=self.extra_files)
+        else:
+            zip_bytes = build_source_zip(source, runtime=RUNTIME, extra_files=self.extra_files)
         settings = self._function_settings(role_arn)
         name = self.config.function
         current = _unless_missing(

@@ -18,6 +18,8 @@ OPTIONS = (
     "--ministack-image",
     "--canary-timeout",
     "--aws-allow-real",
+    "--lambda-source",
+    "--lambda-handler",
 )
 
 

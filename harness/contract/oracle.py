@@ -27,18 +27,21 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from harness.contract.strategies import (
+from harness.contract.limits import (
+    ATTRIBUTE_NAME_LIMIT_BYTES,
+    HEADER_LINE_LIMIT_BYTES,
     ITEM_LIMIT_BYTES,
+    LISTED_REJECTIONS,
+    MANIFEST_OTHER_FIELDS_BYTES,
     RESERVED_NAMES,
+)
+from harness.contract.strategies import (
     AnyDocument,
     CorruptDocument,
     Document,
     FileDefect,
     Promise,
 )
-
-#: How many rejections the manifest lists; its count is always exact.
-LISTED_REJECTIONS = 100
 
 #: Generated items are kept this far from the limit on either side, where
 #: DynamoDB's own size arithmetic (numbers are "approximately" sized) cannot
@@ -168,16 +171,6 @@ _FILE_DEFECTS = {
     FileDefect.NOT_UTF8: ExpectedFailure("NOT_UTF8", "not UTF-8"),
     FileDefect.CSV_SYNTAX: ExpectedFailure("CSV_SYNTAX", "CSV syntax error"),
 }
-
-#: DynamoDB's limit on an attribute name, in bytes of UTF-8.
-ATTRIBUTE_NAME_LIMIT_BYTES = 65_535
-
-#: The manifest item stores the header as a list of names and keeps this much
-#: room for its other fields.
-MANIFEST_OTHER_FIELDS_BYTES = 10 * 1024
-
-#: A header line longer than this is refused unread: no valid header is that long.
-HEADER_LINE_LIMIT_BYTES = 5 * (ITEM_LIMIT_BYTES - MANIFEST_OTHER_FIELDS_BYTES) // 2 + 16
 
 
 def _header_line_bytes(document: Document) -> int:

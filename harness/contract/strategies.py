@@ -43,18 +43,15 @@ from hypothesis import assume
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-#: Column names the table's key attributes take; a header may not use them.
-RESERVED_NAMES = ("source", "row")
+# Generated items stay far below ITEM_LIMIT_BYTES or far above it (see
+# MAX_LONG_CELL_BYTES, oversized_cells), never near it.
+from harness.contract.limits import ITEM_LIMIT_BYTES, RESERVED_NAMES
 
 #: A row with no fields: written as an empty line, which is not a record.
 BLANK_LINE: tuple[str, ...] = ()
 
 BOM = "\ufeff"
 LINE_TERMINATORS = ("\n", "\r\n")
-
-#: DynamoDB's item limit. Generated items stay far below it or far above it
-#: (see :data:`MAX_LONG_CELL_BYTES`, :func:`oversized_cells`), never near it.
-ITEM_LIMIT_BYTES = 400 * 1024
 
 #: Upper bound of one long (but not oversized) cell: eight of them stay under
 #: a third of the item limit.

@@ -43,7 +43,7 @@ from harness.contract.strategies import (
     tiled_documents,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.contract]
 
 #: The active profile's max_examples: 50 in ``dev``, 200 in ``ci``.
 BUDGET = settings().max_examples

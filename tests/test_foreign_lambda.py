@@ -1,0 +1,241 @@
+"""Another Lambda under the contract's tests: options, packaging, and a Lambda they catch out."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import xml.etree.ElementTree as ET
+import zipfile
+from base64 import urlsafe_b64encode
+from pathlib import Path
+
+import pytest
+
+from harness.pytest_plugin import lambda_under_test
+from provisioning.packaging import (
+    LAMBDA_PLATFORM,
+    LambdaSourceError,
+    build_source_zip,
+    handler_file,
+)
+
+NAIVE = Path(__file__).resolve().parents[1] / "examples" / "naive_lambda"
+ENVS = ("CSV_PIPELINE_LAMBDA_SOURCE", "CSV_PIPELINE_LAMBDA_HANDLER")
+
+
+@pytest.fixture(autouse=True)
+def _no_lambda_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENVS:
+        monkeypatch.delenv(name, raising=False)
+
+
+# -- choosing the Lambda -----------------------------------------------------------------------
+
+
+def test_the_lambda_comes_from_the_option_then_env_then_ini(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("ini_fn", "env_fn", "opt_fn"):
+        pytester.mkdir(name).joinpath("handler.py").write_text("def f(e, c):\n    pass\n")
+    assert lambda_under_test(pytester.parseconfig()) is None
+    pytester.makeini("[pytest]\nlambda_source = ini_fn\nlambda_handler = handler.f\n")
+    chosen = lambda_under_test(pytester.parseconfig())
+    assert chosen is not None and chosen.source == pytester.path / "ini_fn"
+    monkeypatch.setenv("CSV_PIPELINE_LAMBDA_SOURCE", str(pytester.path / "env_fn"))
+    chosen = lambda_under_test(pytester.parseconfig())
+    assert chosen is not None and chosen.source == pytester.path / "env_fn"
+    chosen = lambda_under_test(pytester.parseconfig(f"--lambda-source={pytester.path / 'opt_fn'}"))
+    assert chosen is not None
+    assert (chosen.source, chosen.handler) == (pytester.path / "opt_fn", "handler.f")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lambda-source=missing", "--lambda-handler=handler.f"], "*missing does not exist"),
+        (
+            ["--lambda-source=fn", "--lambda-handler=other.f"],
+            "*other.py nor *other/__init__.py exists",
+        ),
+        (["--lambda-source=fn", "--lambda-handler=handler"], "*'handler' is not module.function*"),
+        (["--lambda-source=fn"], "ERROR: --lambda-source needs --lambda-handler too*"),
+        (["--lambda-handler=handler.f"], "ERROR: --lambda-handler needs --lambda-source too*"),
+    ],
+    ids=["missing-dir", "missing-module", "no-function", "no-handler", "no-source"],
+)
+def test_a_lambda_that_cannot_be_deployed_stops_the_run_before_it_starts(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    pytester.mkdir("fn").joinpath("handler.py").write_text("def f(e, c):\n    pass\n")
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    started = time.monotonic()
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert time.monotonic() - started < 5, "no emulator may start for a usage error"
+
+
+def test_only_contract_tests_run_against_another_lambda(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("fn").joinpath("handler.py").write_text("def f(e, c):\n    pass\n")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.contract
+        def test_contract():
+            pass
+
+        def test_internals():
+            pass
+        """
+    )
+    result = pytester.runpytest("-v", "--lambda-source=fn", "--lambda-handler=handler.f")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"lambda under test: handler.f from {pytester.path / 'fn'}; "
+            "tests without the contract marker are deselected",
+            "*::test_contract PASSED*",
+        ]
+    )
+    assert "test_internals" not in result.stdout.str()
+    assert result.stdout.str().count("tests without the contract marker") == 1
+
+
+# -- packaging ---------------------------------------------------------------------------------
+
+
+def _wheel(directory: Path, name: str, module: str) -> Path:
+    """A pure-Python wheel of one module, built by hand (no build backend, no index)."""
+    dist = f"{name}-1.0.dist-info"
+    files = {
+        f"{name}.py": module.encode(),
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = "".join(
+        f"{path},sha256={urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+        f"{len(data)}\n"
+        for path, data in files.items()
+    )
+    files[f"{dist}/RECORD"] = (record + f"{dist}/RECORD,,\n").encode()
+    path = directory / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in files.items():
+            archive.writestr(member, data)
+    return path
+
+
+def test_the_source_goes_to_the_zip_root_with_its_requirements(tmp_path: Path) -> None:
+    wheel = _wheel(tmp_path, "tinydep", "VALUE = 42\n")
+    source = tmp_path / "fn"
+    (source / "__pycache__").mkdir(parents=True)
+    (source / "__pycache__" / "handler.cpython-312.pyc").write_bytes(b"cache")
+    (source / "handler.py").write_text("import tinydep\n")
+    (source / "requirements.txt").write_text(f"{wheel}\n")
+    first = build_source_zip(source, runtime="python3.12")
+    assert first == build_source_zip(source, runtime="python3.12"), "not reproducible"
+    names = zipfile.ZipFile(io.BytesIO(first)).namelist()
+    assert "handler.py" in names and "tinydep.py" in names
+    assert "requirements.txt" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert handler_file(source, "handler.lambda_handler") == source / "handler.py"
+
+
+def test_a_requirement_without_a_wheel_for_the_runtime_says_so(tmp_path: Path) -> None:
+    source = tmp_path / "fn"
+    source.mkdir()
+    (source / "handler.py").write_text("")
+    (source / "requirements.txt").write_text(f"{tmp_path / 'absent-1.0-py3-none-any.whl'}\n")
+    with pytest.raises(LambdaSourceError, match=f"for Python 3.12 on {LAMBDA_PLATFORM}"):
+        build_source_zip(source, runtime="python3.12")
+
+
+# -- a Lambda the contract catches out --------------------------------------------------------
+
+#: The contract tests chosen for the naive Lambda, and why each must fail (a
+#: text its failure holds); ``None``: it must pass.
+EXPECTED = {
+    "test_values_are_strings_without_type_guessing": None,
+    "test_header_only_file_completes_with_no_rows": None,
+    # Blank cells stored as "" instead of NULL.
+    "test_seed_sample_with_blanks": "'age': ''",
+    # The BOM kept as part of the first column's name.
+    "test_utf8_bom_and_unicode": "\\ufeffnom",
+    # Only the first record of the event read.
+    "test_every_record_of_an_event_is_processed": "assert [] == ['1']",
+    # The same event processed again: the manifest's timestamps change.
+    "test_same_event_delivered_twice_yields_the_same_table": "_at",
+    # The key used as the event spells it: the manifest lands under another source.
+    "test_object_keys_are_decoded_exactly[with space/my file.csv]": "not processed within 8s",
+}
+
+#: A manifest the naive Lambda writes under the wrong source never comes; the
+#: contract's tests would wait 60 s for it, this run 8 s.
+SHORT_WAITS = """
+from harness.client import PipelineClient
+
+_wait = PipelineClient.wait_for_manifest
+
+
+def wait_for_manifest(self, key, etag, timeout=60.0, *args, **kwargs):
+    return _wait(self, key, etag, min(timeout, 8.0), *args, **kwargs)
+
+
+PipelineClient.wait_for_manifest = wait_for_manifest
+"""
+
+
+@pytest.mark.e2e
+def test_the_contract_suite_fails_a_naive_lambda_for_the_right_reasons(
+    pytester: pytest.Pytester,
+) -> None:
+    """Run as a user would, from a directory of their own, on the installed package."""
+    pytester.makepyfile(short_waits=SHORT_WAITS)
+    selection = " or ".join(
+        [
+            "type_guessing",
+            "header_only",
+            "blanks",
+            "bom",
+            "every_record",
+            "delivered_twice",
+            "(decoded_exactly and space)",
+        ]
+    )
+    report = pytester.path / "report.xml"
+    result = pytester.runpytest_subprocess(
+        "--pyargs",
+        "harness.contract",
+        f"--lambda-source={NAIVE}",
+        "--lambda-handler=handler.lambda_handler",
+        "-p",
+        "short_waits",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "0",
+        "--canary-timeout=15",
+        "-k",
+        selection,
+        f"--junitxml={report}",
+        timeout=120,
+    )
+    outcomes: dict[str, str | None] = {}
+    for case in ET.parse(report).iter("testcase"):
+        failure = case.find("failure")
+        outcomes[case.get("name", "")] = (
+            None if failure is None else f"{failure.get('message')}\n{failure.text}"
+        )
+    assert set(outcomes) == set(EXPECTED), result.stdout.str()
+    for name, reason in EXPECTED.items():
+        if reason is None:
+            assert outcomes[name] is None, f"{name} should pass:\n{outcomes[name]}"
+        else:
+            assert outcomes[name] is not None, f"{name} should fail ({reason})"
+            assert reason in outcomes[name], f"{name} failed otherwise:\n{outcomes[name]}"
+    result.stdout.fnmatch_lines(
+        [f"lambda under test: handler.lambda_handler from {NAIVE}; tests without the contract*"]
+    )
