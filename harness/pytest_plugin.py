@@ -16,6 +16,9 @@ loads it). Options, all under one heading in ``pytest --help``:
   errors with one message naming what to check (notification, invoke
   permission, function state, Lambda log) and the session stops there,
   instead of every test timing out.
+* ``--aws-realism`` (env ``CSV_PIPELINE_AWS_REALISM=1``, ini ``aws_realism``):
+  the session's function runs inside :mod:`harness.realism`, which injects
+  what AWS does and the emulator does not (see :mod:`harness.realism_mode`).
 
 Besides the session's stack, :func:`stack_fixture` makes fixtures that deploy
 a stack of their own (other settings, a test-only handler, another endpoint)
@@ -64,6 +67,7 @@ from provisioning.backends import (
 )
 from provisioning.stack import Stack, StackConfig, StackOutputs
 
+from . import realism_mode
 from .canary import CanaryFailed, check_wiring
 from .client import PipelineClient
 
@@ -116,6 +120,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"manifest before the session stops with what to check; 0 skips it (env {CANARY_ENV}, "
         f"ini canary_timeout; default {DEFAULT_CANARY_TIMEOUT:g})",
     )
+    group.addoption(
+        "--aws-realism",
+        action="store_true",
+        default=None,
+        help="run the session's function inside a wrapper that behaves like AWS where the "
+        "emulator is kinder: S3 403 for missing keys, DynamoDB throttling per partition key, "
+        f"URL-encoded event keys (env {realism_mode.ENV}=1, ini {realism_mode.INI})",
+    )
+    parser.addini(realism_mode.INI, "run the session's function in AWS realism mode", "bool")
     parser.addini(
         "canary_timeout",
         f"seconds the pipeline canary may take (default {DEFAULT_CANARY_TIMEOUT:g}; 0 skips it)",
@@ -181,12 +194,15 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     canary_timeout(config)  # a bad value stops the run before anything starts
+    realism_mode.enabled(config)  # so does a bad CSV_PIPELINE_AWS_REALISM
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [_selection_summary(config)]
     if profiles is not None:
         lines.append(profiles.header())
+    if realism := realism_mode.header(config):
+        lines.append(realism)
     return lines
 
 
@@ -284,10 +300,16 @@ def stack_config(aws_backend: Backend) -> StackConfig:
 
 @pytest.fixture(scope="session")
 def deployed_stack(
-    aws_backend: Backend, aws_endpoint: Endpoint, stack_config: StackConfig
+    pytestconfig: pytest.Config,
+    aws_backend: Backend,
+    aws_endpoint: Endpoint,
+    stack_config: StackConfig,
 ) -> Iterator[StackOutputs]:
-    """The pipeline, deployed once per session (per worker under xdist)."""
-    stack = Stack(aws_endpoint, stack_config)
+    """The pipeline, deployed once per session (per worker under xdist); wrapped in realism mode."""
+    config, files = stack_config, {}
+    if realism_mode.enabled(pytestconfig):
+        config, files = realism_mode.wrap(stack_config)
+    stack = Stack(aws_endpoint, config, extra_files=files)
     outputs = stack.deploy()
     yield outputs
     if aws_backend.name == "endpoint":
