@@ -306,7 +306,7 @@ def deployed_stack(
     stack_config: StackConfig,
 ) -> Iterator[StackOutputs]:
     """The pipeline, deployed once per session (per worker under xdist); wrapped in realism mode."""
-    config, files = stack_config, {}
+    config, files = stack_config, realism_mode.NO_FILES
     if realism_mode.enabled(pytestconfig):
         config, files = realism_mode.wrap(stack_config)
     stack = Stack(aws_endpoint, config, extra_files=files)

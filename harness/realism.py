@@ -312,7 +312,7 @@ class Realism:
             return
         admitted: dict[str, list[dict[str, Any]]] = {}
         unprocessed: dict[str, list[dict[str, Any]]] = {}
-        for (table, request, _), ok in zip(demands, taken, strict=True):
+        for (table, request, _demand), ok in zip(demands, taken, strict=True):
             (admitted if ok else unprocessed).setdefault(table, []).append(request)
         context[_CONTEXT] = {"paid": True, "unprocessed": unprocessed}
         if unprocessed:
@@ -379,7 +379,7 @@ class Realism:
     # registration -------------------------------------------------------------------------
 
     def register(self, client: Any) -> None:
-        """Hook one client (last, after the client's own handlers, such as a body swap)."""
+        """Hook one client, seeing requests as its own handlers (a body swap) left them."""
         events = client.meta.events
         service = client.meta.service_model.service_name
         if service == "dynamodb":
@@ -388,7 +388,9 @@ class Realism:
                 self.before_batch_call,
                 unique_id="realism-batch-call",
             )
-            events.register_last(
+            # The requests handed back are in wire format: this runs before the handlers
+            # of the less specific ``after-call.dynamodb`` (a resource client's deserializer).
+            events.register_first(
                 "after-call.dynamodb.BatchWriteItem",
                 self.after_batch_call,
                 unique_id="realism-batch-after",
@@ -416,7 +418,7 @@ class Realism:
             original(client, *args, **kwargs)
             realism.register(client)
 
-        botocore.client.BaseClient.__init__ = init  # type: ignore[method-assign]
+        botocore.client.BaseClient.__init__ = init
 
 
 # -- the handler ------------------------------------------------------------------------------

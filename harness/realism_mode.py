@@ -28,6 +28,9 @@ INI = "aws_realism"
 WRAPPER_FILE = Path(realism.__file__)
 WRAPPER_ZIP_NAME = "realism.py"
 
+#: The extra files of a stack outside realism mode.
+NO_FILES: Mapping[str, str | bytes] = {}
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 

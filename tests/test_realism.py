@@ -13,10 +13,13 @@ from __future__ import annotations
 import re
 import uuid
 
+import boto3
 import pytest
+from boto3.dynamodb.conditions import Key
 
 from harness import realism, realism_mode
 from harness.pytest_plugin import DeployedPipeline, stack_fixture
+from provisioning.backends.base import EMULATOR_CREDENTIALS
 
 #: Low enough that a few thousand rows meet throttling however fast the machine is.
 RATE = 500
@@ -165,6 +168,44 @@ def test_a_raw_event_key_arrives_encoded(realistic: DeployedPipeline) -> None:
     assert any(f"event key {key!r} arrives URL-encoded" in line for line in lines), lines[-20:]
 
 
+@pytest.mark.e2e
+def test_a_resource_clients_batch_writer_gets_its_items_back_and_writes_all(
+    realistic: DeployedPipeline,
+) -> None:
+    """Any client is served: a boto3 resource's writer resends what is handed back, intact."""
+    endpoint = realistic.endpoint
+    table = boto3.resource(
+        "dynamodb", region_name=endpoint.region, endpoint_url=endpoint.url, **EMULATOR_CREDENTIALS
+    ).Table(realistic.config.table)
+    hooks = realism.Realism(realism.PartitionBuckets(rate=200, burst=25, partition_key="source"))
+    hooks.register(table.meta.client)
+    source = f"host/{uuid.uuid4().hex}"
+    with table.batch_writer() as writer:
+        for n in range(1, 201):
+            writer.put_item(Item={"source": source, "row": n, "v": f"é{n}"})
+    assert hooks.counters.values["unprocessed_items"] > 0, hooks.counters.summary()
+    items = table.query(KeyConditionExpression=Key("source").eq(source), ConsistentRead=True)
+    assert [(int(i["row"]), i["v"]) for i in items["Items"]] == [
+        (n, f"é{n}") for n in range(1, 201)
+    ]
+
+
+@pytest.mark.e2e
+def test_a_throttled_single_write_is_retried_by_the_clients_own_policy(
+    realistic: DeployedPipeline,
+) -> None:
+    client = realistic.endpoint.client("dynamodb")
+    hooks = realism.Realism(realism.PartitionBuckets(rate=1, burst=1, partition_key="source"))
+    hooks.register(client)
+    item = {"source": {"S": f"host/{uuid.uuid4().hex}"}, "row": {"N": "0"}}
+    assert hooks.buckets.admit([(hooks.buckets.key_of(realistic.config.table, item), 1)]) == [True]
+    response = client.put_item(TableName=realistic.config.table, Item=item)
+    assert response["ResponseMetadata"]["RetryAttempts"] >= 1
+    assert hooks.counters.values["throttled_requests"] >= 1
+    stored = client.get_item(TableName=realistic.config.table, Key=item, ConsistentRead=True)
+    assert stored["Item"] == item
+
+
 #: Contract tests that cover the three injected behaviours' ground: keys, many rows, rewrites.
 CONTRACT_TESTS = (
     "test_seed_sample_with_blanks",
@@ -173,21 +214,40 @@ CONTRACT_TESTS = (
     "test_ten_thousand_rows",
 )
 
+#: Run after them in the same session: its function was the wrapped one, and was throttled.
+WRAPPED_CHECK = f"""
+import re
+
+def test_zz_the_session_function_ran_wrapped(pipeline):
+    lines = pipeline.lambda_log_lines(limit=None)
+    assert any("REALISM on: wrapping {realism.DEFAULT_HANDLER}" in line for line in lines)
+    counts = [re.search({SUMMARY.pattern!r}, line) for line in lines]
+    assert sum(int(m[1]) + int(m[2]) for m in counts if m) > 0, "10,000 rows met no throttling"
+"""
+
 
 @pytest.mark.e2e
 def test_the_contract_suite_passes_in_realism_mode(pytester: pytest.Pytester) -> None:
+    check = pytester.makepyfile(test_wrapped=WRAPPED_CHECK)
     result = pytester.runpytest(
         "--aws-backend=ministack",
         "--aws-realism",
+        "-v",
         "-p",
         "no:cacheprovider",
         "--pyargs",
         "harness.contract.test_pipeline",
+        str(check),
         "-k",
-        " or ".join(CONTRACT_TESTS),
+        " or ".join((*CONTRACT_TESTS, "test_zz_the_session_function_ran_wrapped")),
     )
     result.stdout.fnmatch_lines(["aws realism: on (*"])
-    result.assert_outcomes(passed=len(CONTRACT_TESTS))
+    outcomes = result.parseoutcomes()
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    assert outcomes["passed"] > len(CONTRACT_TESTS), outcomes
+    result.stdout.fnmatch_lines(
+        ["*test_wrapped.py::test_zz_the_session_function_ran_wrapped PASSED*"]
+    )
 
 
 def test_realism_is_off_unless_asked(
