@@ -22,6 +22,9 @@ loads it). Options, all under one heading in ``pytest --help``:
   ``lambda_source`` / ``lambda_handler``): deploy another implementation of
   the data contract instead of this package's Lambda. Only tests marked
   ``contract`` then run: the others check this implementation's internals.
+* ``--aws-realism`` (env ``CSV_PIPELINE_AWS_REALISM=1``, ini ``aws_realism``):
+  the session's function runs inside :mod:`harness.realism`, which injects
+  what AWS does and the emulator does not (see :mod:`harness.realism_mode`).
 
 Besides the session's stack, :func:`stack_fixture` makes fixtures that deploy
 a stack of their own (other settings, a test-only handler, another endpoint)
@@ -72,7 +75,7 @@ from provisioning.backends import (
 from provisioning.packaging import HANDLER, LambdaSourceError, handler_file, lambda_source_dir
 from provisioning.stack import Stack, StackConfig, StackOutputs
 
-from . import real_aws
+from . import real_aws, realism_mode
 from .canary import CanaryFailed, check_wiring
 from .client import PipelineClient
 
@@ -152,6 +155,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "lambda_handler", "handler of the lambda_source Lambda (see --lambda-handler)", default=""
     )
+    group.addoption(
+        "--aws-realism",
+        action="store_true",
+        default=None,
+        help="run the session's function inside a wrapper that behaves like AWS where the "
+        "emulator is kinder: S3 403 for missing keys, DynamoDB throttling per partition key, "
+        f"URL-encoded event keys (env {realism_mode.ENV}=1, ini {realism_mode.INI})",
+    )
+    parser.addini(realism_mode.INI, "run the session's function in AWS realism mode", "bool")
     parser.addini(
         "canary_timeout",
         f"seconds the pipeline canary may take (default {DEFAULT_CANARY_TIMEOUT:g}; 0 skips it)",
@@ -292,12 +304,15 @@ def pytest_configure(config: pytest.Config) -> None:
     canary_timeout(config)
     lambda_under_test(config)
     real_aws.configure(config)
+    realism_mode.enabled(config)  # so does a bad CSV_PIPELINE_AWS_REALISM
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [_selection_summary(config), _lambda_summary(config)]
     if profiles is not None:
         lines.append(profiles.header())
+    if realism := realism_mode.header(config):
+        lines.append(realism)
     return lines
 
 
@@ -420,10 +435,16 @@ def stack_config(pytestconfig: pytest.Config, aws_backend: Backend) -> StackConf
 
 @pytest.fixture(scope="session")
 def deployed_stack(
-    aws_backend: Backend, aws_endpoint: Endpoint, stack_config: StackConfig
+    pytestconfig: pytest.Config,
+    aws_backend: Backend,
+    aws_endpoint: Endpoint,
+    stack_config: StackConfig,
 ) -> Iterator[StackOutputs]:
-    """The pipeline, deployed once per session (per worker under xdist)."""
-    stack = real_aws.new_stack(aws_backend, aws_endpoint, stack_config)
+    """The pipeline, deployed once per session (per worker under xdist); wrapped in realism mode."""
+    config, files = stack_config, realism_mode.NO_FILES
+    if realism_mode.enabled(pytestconfig):
+        config, files = realism_mode.wrap(stack_config)
+    stack = real_aws.new_stack(aws_backend, aws_endpoint, config, extra_files=files)
     outputs = stack.deploy()
     yield outputs
     if aws_backend.name == "endpoint":
