@@ -378,9 +378,14 @@ def pytest_runtest_makereport(
     return report
 
 
-def worker_id() -> str:
-    """``gw0``, ``gw1``… under pytest-xdist, ``main`` otherwise."""
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+def worker_id(config: pytest.Config) -> str:
+    """``gw0``, ``gw1``… under pytest-xdist, ``main`` otherwise.
+
+    Read from the session, not from ``PYTEST_XDIST_WORKER``: a pytest run
+    started from inside an xdist worker inherits that variable.
+    """
+    workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+    return str(workerinput.get("workerid", "main"))
 
 
 @pytest.fixture(scope="session")
@@ -423,7 +428,7 @@ def stack_config(pytestconfig: pytest.Config, aws_backend: Backend) -> StackConf
     if aws_backend.name == REAL_AWS:
         suffix = real_aws.stack_suffix(pytestconfig)
     else:
-        suffix = re.sub(r"[^a-z0-9-]", "-", f"{worker_id()}-{uuid.uuid4().hex[:6]}")
+        suffix = re.sub(r"[^a-z0-9-]", "-", f"{worker_id(pytestconfig)}-{uuid.uuid4().hex[:6]}")
     return replace(
         base,
         bucket=f"{base.bucket}-{suffix}",
@@ -467,7 +472,7 @@ def pipeline(
     test that asked for it: every other test would only have timed out.
     """
     client = PipelineClient(aws_endpoint, stack_config)
-    failure = _canary(request, client, worker_id())
+    failure = _canary(request, client, worker_id(request.config))
     if failure is not None:
         request.session.shouldfail = f"pipeline canary failed: {failure.summary}"
         pytest.fail(str(failure), pytrace=False)

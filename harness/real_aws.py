@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Mapping
@@ -81,7 +80,8 @@ def _run_id(config: pytest.Config) -> str:
 
 
 def stack_suffix(config: pytest.Config) -> str:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+    worker = str(workerinput.get("workerid", "main"))
     return re.sub(r"[^a-z0-9-]", "-", f"{config.stash[_RUN_ID]}-{worker}")
 
 

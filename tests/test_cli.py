@@ -49,6 +49,7 @@ def aws_cli() -> str:
     return found
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_demo_prints_the_sample_rows() -> None:
     done = run([*CLI, "demo"], timeout=120, env=AWS_ENV)
@@ -59,6 +60,7 @@ def test_demo_prints_the_sample_rows() -> None:
     assert out.count("\n ") >= 6  # header + five rows
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_demo_exits_nonzero_when_the_file_fails(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
@@ -68,6 +70,7 @@ def test_demo_exits_nonzero_when_the_file_fails(tmp_path: Path) -> None:
     assert "FAILED" in done.stdout and "duplicate column" in done.stderr
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_seed_aws_cli_commands_work_against_up(tmp_path: Path) -> None:
     aws = aws_cli()
@@ -126,6 +129,7 @@ def test_seed_aws_cli_commands_work_against_up(tmp_path: Path) -> None:
     ],
     ids=["SIGINT-when-ready", "SIGTERM-when-ready", "SIGINT-while-starting"],
 )
+@pytest.mark.harness
 def test_up_stops_cleanly_on_a_signal_even_if_started_with_sigint_ignored(
     signum: signal.Signals, when: str
 ) -> None:
@@ -154,6 +158,7 @@ def test_up_stops_cleanly_on_a_signal_even_if_started_with_sigint_ignored(
                 os.killpg(pgid, 0)
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_deploy_then_destroy_on_an_endpoint() -> None:
     with MinistackBackend() as endpoint:

@@ -150,7 +150,7 @@ def classify(document: Document) -> None:
     event(f"records: {'0' if count == 0 else '1-9' if count < 10 else '10+'}")
 
 
-@parsing(BUDGET * 30)
+@parsing(BUDGET * 10)
 @example(
     document=Document(("a",), (("",), (), (" ",), ("\r\n",)), Dialect("\n", False, True, False)),
     read_size=1,
@@ -169,7 +169,7 @@ def test_parsing_core_matches_the_oracle(document: Document, read_size: int) -> 
     check(document, read_size)
 
 
-@parsing(BUDGET * 5)
+@parsing(BUDGET * 3)
 @given(document=st.one_of(documents(), documents(ragged=2)), read_size=read_sizes(), data=st.data())
 def test_resuming_from_any_checkpoint_matches_the_oracle(
     document: Document, read_size: int, data: st.DataObject
@@ -179,7 +179,7 @@ def test_resuming_from_any_checkpoint_matches_the_oracle(
     check(document, read_size, stop_after)
 
 
-@parsing(BUDGET * 10)
+@parsing(BUDGET * 5)
 @given(case=invalid_documents(), read_size=read_sizes())
 def test_parsing_core_keeps_the_promise_for_defective_documents(
     case: InvalidCase, read_size: int
@@ -328,7 +328,7 @@ def with_limit(outcome: Outcome, size: int, limit: int) -> Outcome:
     return Rejection(outcome.row, ITEM_TOO_LARGE, reason)
 
 
-@parsing(BUDGET * 40)
+@parsing(BUDGET * 10)
 @example(body=b'a,b\nx,"1\r\n2""\r3"\r\n"p"q,1\n', limit=5, read_size=1).via("error in it")
 @example(body=b'a\n\r\n"' + b"x" * 40 + b"\n", limit=10, read_size=3).via("open at the end")
 @example(body=b'a,b\nx"y,' + b"\xc3(" + b"z" * 30, limit=8, read_size=2).via("not UTF-8")
@@ -353,7 +353,7 @@ def test_a_low_record_limit_changes_only_the_records_over_it(
     assert limited.error == whole.error
 
 
-@parsing(BUDGET * 10)
+@parsing(BUDGET * 5)
 @given(body=quirky_bodies(), limit=st.integers(1, 120), read_size=read_sizes(), data=st.data())
 def test_resuming_after_a_record_over_the_limit_matches_one_pass(
     body: bytes, limit: int, read_size: int, data: st.DataObject

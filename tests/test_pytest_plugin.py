@@ -30,6 +30,7 @@ def option_block(lines: list[str], heading: str) -> list[str]:
     return lines[start:end]
 
 
+@pytest.mark.harness
 def test_an_installed_package_brings_its_options_under_one_heading(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -48,6 +49,7 @@ def test_an_installed_package_brings_its_options_under_one_heading(
         assert len(listed.findall(text)) == 1, f"{option} listed outside the heading"
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_an_installed_package_gives_a_fresh_project_the_pipeline(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
@@ -68,6 +70,7 @@ def test_an_installed_package_gives_a_fresh_project_the_pipeline(
     result.stdout.fnmatch_lines(["plugins:*csv-pipeline-harness-*"])
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_header_names_the_backend_and_why(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing():\n    pass\n")
@@ -76,6 +79,7 @@ def test_header_names_the_backend_and_why(pytester: pytest.Pytester) -> None:
     assert result.ret == 0
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_failing_pipeline_test_reports_the_lambda_log(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
@@ -92,6 +96,7 @@ def test_failing_pipeline_test_reports_the_lambda_log(pytester: pytest.Pytester)
     )
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_unavailable_backend_fails_with_the_fix(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_uses_aws(aws_endpoint):\n    pass\n")
@@ -130,6 +135,7 @@ def test_third(pipeline, unique_key):
 """
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_a_miswired_stack_stops_the_session_with_one_message(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
@@ -168,6 +174,7 @@ def test_a_miswired_stack_stops_the_session_with_one_message(
     )
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_a_canary_timeout_of_0_skips_the_check(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(MISWIRED_CONFTEST)
@@ -182,6 +189,7 @@ def test_a_canary_timeout_of_0_skips_the_check(pytester: pytest.Pytester) -> Non
     result.assert_outcomes(passed=1)
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_the_canary_runs_and_leaves_nothing_behind(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
@@ -225,6 +233,7 @@ def test_canary_timeout_comes_from_the_option_then_env_then_ini(
         ("ini", "inf", "ini canary_timeout: inf must be"),
     ],
 )
+@pytest.mark.harness
 def test_a_bad_canary_timeout_stops_the_run_before_it_starts(
     pytester: pytest.Pytester,
     monkeypatch: pytest.MonkeyPatch,
@@ -258,6 +267,7 @@ def lambda_handler(event, context=None):
 """
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_a_stack_fixture_deploys_its_own_stack_and_destroys_it(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
@@ -309,6 +319,7 @@ def test_a_stack_fixture_deploys_its_own_stack_and_destroys_it(pytester: pytest.
     result.assert_outcomes(passed=4)
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_a_stack_fixture_reports_its_log_and_its_broken_wiring(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(

@@ -181,7 +181,7 @@ def large_document(count: int) -> Document:
     return Document(_LARGE_HEADER, TiledRecords(_TEMPLATES, count), Dialect("\r\n", bom=True), 0)
 
 
-@e2e(max(1, BUDGET // 25))
+@e2e(max(1, BUDGET // 50))
 @example(document=large_document(10_000))
 @given(document=tiled_documents(min_records=10_000, max_records=10_000))
 def test_ten_thousand_rows(pipeline: PipelineClient, document: Document) -> None:
