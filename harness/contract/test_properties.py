@@ -38,6 +38,8 @@ from harness.contract.quirks import (
     named,
 )
 from harness.contract.strategies import (
+    BLANK_LINE,
+    CSV_READS_NUL,
     DEFECTS,
     ITEM_LIMIT_BYTES,
     AnyDocument,
@@ -126,7 +128,19 @@ def ingest_and_check(
 # -- 2. any well-formed document ----------------------------------------------
 
 
+#: A NUL inside a value, where the csv module reads it (Python 3.11+).
+_NUL = "\x00" if CSV_READS_NUL else ""
+
+
 @e2e(BUDGET)
+@example(
+    document=Document(
+        ("a", "b"),
+        TiledRecords((("x", f"lone CR\rin a value{_NUL}"), ("", ""), BLANK_LINE), 39),
+        Dialect(endings=("\r", "\n", "\r\n", "\r")),
+    ),
+    name="mixed",
+).via("26 records (one batch and one more) with LF, CRLF and lone CR line endings")
 @given(document=documents(counts=record_counts()), name=object_names())
 def test_table_equals_the_oracle(pipeline: PipelineClient, document: Document, name: str) -> None:
     count = len(document.records)
