@@ -33,14 +33,18 @@ from csv_pipeline.parsing import (
     Record,
     Rejection,
 )
-from harness.contract.oracle import Observed, differences, expected_state
+from harness.contract.oracle import Observed, differences, expected_state, item_size
+from harness.contract.quirks import HandWritten, every_record_quirk, hand_written_documents
 from harness.contract.strategies import (
+    ITEM_LIMIT_BYTES,
     AnyDocument,
     Dialect,
     Document,
     InvalidCase,
+    SizedRows,
     documents,
     invalid_documents,
+    sized_rows,
     tiled_documents,
 )
 
@@ -131,7 +135,9 @@ def parse(body: bytes, read_size: int, stop_after: int | None = None) -> Observe
     )
 
 
-def check(document: AnyDocument, read_size: int, stop_after: int | None = None) -> None:
+def check(
+    document: AnyDocument | HandWritten, read_size: int, stop_after: int | None = None
+) -> None:
     note(document.describe())
     expected = expected_state(document, SOURCE)
     problems = differences(expected, parse(document.body, read_size, stop_after), listed=None)
@@ -189,6 +195,42 @@ def test_parsing_core_keeps_the_promise_for_defective_documents(
         f"strategy bug: {case.defect} should be {case.promise} under the contract"
     )
     check(case.document, read_size)
+
+
+_LIMIT = ITEM_LIMIT_BYTES
+
+
+@settings(max_examples=max(5, BUDGET // 5), deadline=timedelta(seconds=10))
+@example(
+    rows=SizedRows(("big", "n"), (_LIMIT - 1, _LIMIT, _LIMIT + 1), ("x", "\u20ac", '"'), ("7",)),
+    read_size=1000,
+).via("one byte either side of the limit")
+@given(rows=sized_rows(), read_size=read_sizes())
+def test_parsing_core_judges_items_at_any_size(rows: SizedRows, read_size: int) -> None:
+    """Items are judged to the byte: at the limit written, one byte over rejected.
+
+    Each example is up to 2.4 MB of CSV: a few dozen are enough, the exact
+    sizes are what matter, and the deadline allows for a loaded machine.
+    """
+    document = rows.document(SOURCE, item_size)
+    row_sizes = [
+        item_size(
+            {"source": SOURCE, "row": n}
+            | {name: cell or None for name, cell in zip(document.header, cells, strict=True)}
+        )
+        for n, cells in enumerate(document.records, start=1)
+    ]
+    assert row_sizes == list(rows.sizes), "the model missed its sizes"
+    check(document, read_size)
+
+
+@parsing(BUDGET * 4)
+@example(document=every_record_quirk(), read_size=1).via("every quirk that leaves a record")
+@given(document=hand_written_documents(), read_size=read_sizes())
+def test_hand_written_quirks_mean_what_the_model_says(
+    document: HandWritten, read_size: int
+) -> None:
+    check(document, read_size)
 
 
 @parsing(max(2, BUDGET // 20))

@@ -8,7 +8,9 @@ itself by accident.
 
 Documents are written by the stdlib ``csv.writer`` under the dialect choices
 real producers make (LF or CRLF, minimal or full quoting, a UTF-8 BOM or not,
-a final line break or not). Three properties of the writer shape the models:
+a final line break or not), or with LF, CRLF and lone CR mixed line by line,
+as files stitched together from several sources end. Three properties of the
+writer shape the models:
 
 * A row with no fields is written as an empty line, which the data contract
   says is not a record: the model spells it :data:`BLANK_LINE`. A row of one
@@ -20,10 +22,14 @@ a final line break or not). Three properties of the writer shape the models:
 * Text that starts with U+FEFF *is* a BOM to any UTF-8 reader. Without a BOM
   of its own a document never starts with that character.
 
-Two characters are left out of all generated text on purpose: NUL, which
-``csv.reader`` refuses on Python 3.10 and accepts from 3.11 (the contract is
-silent, so a test would only measure the interpreter), and lone surrogates,
-which no UTF-8 text can hold.
+NUL appears in cells only where this Python's ``csv.reader`` accepts it (from
+3.11; see :data:`CSV_READS_NUL`): on 3.10 it refuses NUL, so a NUL would only
+measure the interpreter. Lone surrogates never appear: no UTF-8 text can hold
+them.
+
+Items at DynamoDB's size limit are a model of their own (:class:`SizedRows`):
+an item's size includes its source, which only the test knows, so the model
+pads its records to the byte once it is given the source.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import io
 import itertools
 import math
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any, Literal
@@ -43,8 +49,9 @@ from hypothesis import assume
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-# Generated items stay far below ITEM_LIMIT_BYTES or far above it (see
-# MAX_LONG_CELL_BYTES, oversized_cells), never near it.
+# Ordinary documents stay far below ITEM_LIMIT_BYTES or far above it (see
+# MAX_LONG_CELL_BYTES, oversized_cells); SizedRows builds items at any exact
+# size around it.
 from harness.contract.limits import ITEM_LIMIT_BYTES, RESERVED_NAMES
 
 #: A row with no fields: written as an empty line, which is not a record.
@@ -52,6 +59,11 @@ BLANK_LINE: tuple[str, ...] = ()
 
 BOM = "\ufeff"
 LINE_TERMINATORS = ("\n", "\r\n")
+#: What ends a line outside quotes: all three, and one document may mix them.
+LINE_ENDINGS = ("\n", "\r\n", "\r")
+
+#: Record counts around BatchWriteItem's 25 items a request, and several requests.
+BATCH_BOUNDARY_COUNTS = (0, 1, 24, 25, 26, 49, 50, 51, 75, 100, 130)
 
 #: Upper bound of one long (but not oversized) cell: eight of them stay under
 #: a third of the item limit.
@@ -116,6 +128,19 @@ def _writer_quotes_lone_cr() -> bool:
 WRITER_QUOTES_LONE_CR = _writer_quotes_lone_cr()
 
 
+def _csv_reads_nul() -> bool:
+    """Whether this Python's csv.reader takes NUL as data (3.11+) rather than an error."""
+    try:
+        return next(csv.reader(["a\x00b"])) == ["a\x00b"]
+    except csv.Error:
+        return False
+
+
+CSV_READS_NUL = _csv_reads_nul()
+#: NUL inside values, where the csv module reads it (see the module docstring).
+_NUL_PIECES = ("\x00", "a\x00b", "\x00\x00") if CSV_READS_NUL else ()
+
+
 # -- models -----------------------------------------------------------------
 
 
@@ -127,15 +152,28 @@ class Dialect:
     quote_all: bool = False
     bom: bool = False
     trailing_newline: bool = True
+    #: Line endings taken in turn, line by line (blank lines too), instead of
+    #: ``line_terminator``: a document that mixes LF, CRLF and lone CR. Empty:
+    #: every line ends with ``line_terminator``.
+    endings: tuple[str, ...] = ()
 
     @property
     def quoting(self) -> Literal[0, 1]:
         return csv.QUOTE_ALL if self.quote_all else csv.QUOTE_MINIMAL
 
     @property
+    def writer_terminator(self) -> str:
+        """What csv.writer is given: with mixed endings CRLF, so it quotes every CR and LF."""
+        return "\r\n" if self.endings else self.line_terminator
+
+    def ending(self, line: int) -> str:
+        """How physical line ``line`` (0-based, blank lines before the header included) ends."""
+        return self.endings[line % len(self.endings)] if self.endings else self.line_terminator
+
+    @property
     def writes_lone_cr_faithfully(self) -> bool:
         """False where csv.writer would leave a lone CR unquoted (LF lines, minimal quoting)."""
-        return self.quote_all or self.line_terminator == "\r\n" or WRITER_QUOTES_LONE_CR
+        return self.quote_all or self.writer_terminator == "\r\n" or WRITER_QUOTES_LONE_CR
 
 
 @dataclass(frozen=True)
@@ -180,31 +218,43 @@ class Document:
 
     def _writer(self, buffer: io.StringIO) -> Any:
         return csv.writer(
-            buffer, lineterminator=self.dialect.line_terminator, quoting=self.dialect.quoting
+            buffer, lineterminator=self.dialect.writer_terminator, quoting=self.dialect.quoting
         )
 
     def lines(self) -> Iterator[str]:
         """Each row as written (all physical lines of a record together), terminator included."""
-        yield from itertools.repeat(self.dialect.line_terminator, self.blank_lines_before_header)
+        dialect, skipped = self.dialect, self.blank_lines_before_header
+        yield from (dialect.ending(line) for line in range(skipped))
         buffer = io.StringIO()
         writer = self._writer(buffer)
-        for row in itertools.chain([self.header], self.records):
+        for line, row in enumerate(itertools.chain([self.header], self.records), start=skipped):
             writer.writerow(row)
-            yield buffer.getvalue()
+            written = buffer.getvalue()
+            if dialect.endings:
+                written = written.removesuffix(dialect.writer_terminator) + dialect.ending(line)
+            yield written
             buffer.seek(0)
             buffer.truncate()
+
+    @property
+    def last_ending(self) -> str:
+        """The ending of the last line (the header's, when there are no records)."""
+        return self.dialect.ending(self.blank_lines_before_header + len(self.records))
 
     @cached_property
     def text(self) -> str:
         """The document as text (without the BOM)."""
-        buffer = io.StringIO()
-        buffer.write(self.dialect.line_terminator * self.blank_lines_before_header)
-        writer = self._writer(buffer)
-        writer.writerow(self.header)
-        writer.writerows(self.records)
-        text = buffer.getvalue()
+        if self.dialect.endings:
+            text = "".join(self.lines())
+        else:
+            buffer = io.StringIO()
+            buffer.write(self.dialect.line_terminator * self.blank_lines_before_header)
+            writer = self._writer(buffer)
+            writer.writerow(self.header)
+            writer.writerows(self.records)
+            text = buffer.getvalue()
         if not self.dialect.trailing_newline:
-            text = text.removesuffix(self.dialect.line_terminator)
+            text = text.removesuffix(self.last_ending)
         return text
 
     @cached_property
@@ -277,7 +327,7 @@ def _pieces(*, lone_cr: bool = True) -> SearchStrategy[str]:
     return st.one_of(
         st.text(_NAME_ALPHABET, min_size=1, max_size=4),
         st.sampled_from(specials),
-        st.sampled_from(_SPACES + _LINE_LOOKALIKES + _ASTRAL + _INVISIBLES),
+        st.sampled_from(_SPACES + _LINE_LOOKALIKES + _ASTRAL + _INVISIBLES + _NUL_PIECES),
         st.text(_characters(lone_cr=lone_cr), min_size=1, max_size=4),
     )
 
@@ -316,7 +366,7 @@ def unicode_cells(*, lone_cr: bool = True) -> SearchStrategy[str]:
 
 
 class Repeated(str):
-    """``fragment * times`` as a string whose repr is that expression.
+    """``fragment * times + tail`` as a string whose repr is that expression.
 
     Long and oversized cells are repeats, so a failure report shows
     ``('ab' * 4096)`` rather than 400 KB of text, and still evaluates to the value.
@@ -324,14 +374,16 @@ class Repeated(str):
 
     fragment: str
     times: int
+    tail: str
 
-    def __new__(cls, fragment: str, times: int) -> Repeated:
-        value = super().__new__(cls, fragment * times)
-        value.fragment, value.times = fragment, times
+    def __new__(cls, fragment: str, times: int, tail: str = "") -> Repeated:
+        value = super().__new__(cls, fragment * times + tail)
+        value.fragment, value.times, value.tail = fragment, times, tail
         return value
 
     def __repr__(self) -> str:
-        return f"({self.fragment!r} * {self.times})"
+        tail = f" + {self.tail!r}" if self.tail else ""
+        return f"({self.fragment!r} * {self.times}{tail})"
 
 
 def _fragments(*, lone_cr: bool) -> SearchStrategy[str]:
@@ -459,14 +511,35 @@ def oversized_records(width: int, *, lone_cr: bool = True) -> SearchStrategy[tup
 
 
 @cache
+def mixed_endings() -> SearchStrategy[tuple[str, ...]]:
+    """LF, CRLF and lone CR taken in turn: each line of a document may end differently."""
+    return st.lists(st.sampled_from(LINE_ENDINGS), min_size=2, max_size=5).map(tuple)
+
+
+@cache
 def dialects() -> SearchStrategy[Dialect]:
+    """One line ending or (one time in four) mixed ones, either quoting, BOM or not."""
     return st.builds(
         Dialect,
         line_terminator=st.sampled_from(LINE_TERMINATORS),
         quote_all=st.booleans(),
         bom=st.booleans(),
         trailing_newline=st.booleans(),
+        endings=st.integers(0, 3).flatmap(lambda n: mixed_endings() if n == 0 else st.just(())),
     )
+
+
+@cache
+def record_counts(max_few: int = 8) -> SearchStrategy[int]:
+    """Mostly ``0..max_few``; one draw in four a count from :data:`BATCH_BOUNDARY_COUNTS`.
+
+    0, 1, 24, 25 and 26 records, and several write batches, are where row
+    numbering and batching can go wrong; keeping them one draw in four keeps
+    the average document small.
+    """
+    few = st.integers(0, max_few)
+    boundary = st.sampled_from(BATCH_BOUNDARY_COUNTS)
+    return st.integers(0, 3).flatmap(lambda n: boundary if n == 0 else few)
 
 
 def _insert_at(
@@ -492,16 +565,28 @@ def documents(
     max_columns: int = 6,
     ragged: int = 0,
     oversized: int = 0,
+    counts: SearchStrategy[int] | None = None,
 ) -> Document:
     """Well-formed documents: a valid header, records as wide as it, a few blank lines.
 
     ``ragged`` / ``oversized`` add that many (1..n) rows the contract rejects.
+    ``counts`` draws the number of records instead of ``max_records``; over
+    eight, the records are tiled from up to three drawn ones without long
+    cells, so a count of 130 costs what a count of 3 does.
     """
     dialect = draw(dialects())
     lone_cr = dialect.writes_lone_cr_faithfully
     header = draw(headers(max_columns=max_columns, lone_cr=lone_cr))
     width = len(header)
-    rows = draw(st.lists(records(width, lone_cr=lone_cr), max_size=max_records))
+    if counts is None:
+        rows = draw(st.lists(records(width, lone_cr=lone_cr), max_size=max_records))
+    else:
+        count = draw(counts)
+        if count <= 8:
+            rows = draw(st.lists(records(width, lone_cr=lone_cr), min_size=count, max_size=count))
+        else:
+            few = st.lists(records(width, lone_cr=lone_cr, long=False), min_size=1, max_size=3)
+            rows = list(TiledRecords(tuple(draw(few)), count))
     _insert_at(draw, rows, st.just(BLANK_LINE), 0, 2)
     if ragged:
         _insert_at(draw, rows, ragged_records(width, lone_cr=lone_cr), 1, ragged)
@@ -690,11 +775,19 @@ def revised(draw: st.DrawFn, document: Document) -> Document:
 
 @st.composite
 def revisions(draw: st.DrawFn) -> tuple[AnyDocument, AnyDocument]:
-    """Two versions of one object: often an edit of the first, else anything."""
+    """Two versions of one object: often an edit of the first, else anything.
+
+    Never byte-identical: the same bytes are the same ETag, whose manifest is
+    final already, so the second ingestion would compare the first one's rows
+    again and test nothing.
+    """
     first = draw(any_documents())
     if isinstance(first, Document) and draw(st.booleans()):
-        return first, draw(revised(first))
-    return first, draw(any_documents())
+        second: AnyDocument = draw(revised(first))
+    else:
+        second = draw(any_documents())
+    assume(second.body != first.body)
+    return first, second
 
 
 def any_documents() -> SearchStrategy[AnyDocument]:
@@ -714,3 +807,113 @@ def object_names() -> SearchStrategy[str]:
         min_size=1,
         max_size=12,
     )
+
+
+# -- items at the size limit -------------------------------------------------------
+
+#: What padding is made of: one to four bytes of UTF-8 a character, and
+#: characters CSV must quote (a quote is doubled in the text, not in the item).
+_FILLERS = ("x", "é", "€", "\U0001f600", '"', ",", " ")
+
+#: An item's value, as the oracle writes it: a cell's text, None for NULL, or the row number.
+ItemValue = str | int | None
+SizeOf = Callable[[Mapping[str, ItemValue]], int]
+
+
+@dataclass(frozen=True)
+class SizedRows:
+    """Records whose items are exactly ``sizes`` bytes as the contract counts them.
+
+    An item's size includes its ``source`` (``<bucket>/<key>``), which only the
+    test knows, so :meth:`document` builds the records for a given source: the
+    first column of record ``i`` is ``fillers[i]`` repeated (plus a few ``x``)
+    to the byte; the other columns hold ``rest``. ``size_of`` is the contract's
+    item size (:func:`oracle.item_size`): the same rule then judges the result.
+    """
+
+    header: tuple[str, ...]
+    sizes: tuple[int, ...]
+    fillers: tuple[str, ...] = ("x",)
+    rest: tuple[str, ...] = ()  # cells of the other columns ("" is NULL)
+    dialect: Dialect = Dialect("\n")
+
+    def document(self, source: str, size_of: SizeOf) -> Document:
+        rows = []
+        rest = (self.rest + ("",) * len(self.header))[: len(self.header) - 1]
+        for row, size in enumerate(self.sizes, start=1):
+            bare: dict[str, ItemValue] = {"source": source, "row": row}
+            bare.update(
+                (name, cell or None) for name, cell in zip(self.header, ("x", *rest), strict=True)
+            )
+            room = size - size_of(bare) + 1  # bytes for the first cell, "x" counted 1
+            if room < 1:
+                raise ValueError(f"an item of {size} bytes cannot hold {bare}")
+            filler = self.fillers[(row - 1) % len(self.fillers)]
+            width = len(filler.encode("utf-8"))
+            cell = Repeated(filler, room // width, "x" * (room % width))
+            rows.append((cell, *rest))
+        return Document(self.header, tuple(rows), self.dialect)
+
+
+@cache
+def item_sizes() -> SearchStrategy[int]:
+    """Exactly at the limit and one byte either side, accepted 200-400 KB items, a little over."""
+    limit = ITEM_LIMIT_BYTES
+    return st.one_of(
+        st.sampled_from((limit - 1, limit, limit + 1)),
+        st.integers(200 * 1024, limit - 1),
+        st.integers(limit + 1, limit + 4096),
+    )
+
+
+@st.composite
+def sized_rows(draw: st.DrawFn, max_records: int = 3) -> SizedRows:
+    """One to ``max_records`` records of drawn exact item sizes, under a small valid header."""
+    dialect = draw(dialects())
+    lone_cr = dialect.writes_lone_cr_faithfully
+    header = draw(headers(max_columns=3, lone_cr=lone_cr))
+    sizes = draw(st.lists(item_sizes(), min_size=1, max_size=max_records))
+    fillers = draw(st.lists(st.sampled_from(_FILLERS), min_size=1, max_size=len(sizes)))
+    rest = draw(records(len(header) - 1, lone_cr=lone_cr, long=False))
+    assume(reads_as_written(Document(header, (), dialect)))
+    return SizedRows(header, tuple(sizes), tuple(fillers), rest, dialect)
+
+
+# -- S3 events -------------------------------------------------------------------
+
+#: What S3 names an upload: the function processes these records.
+CREATED_EVENTS = (
+    "ObjectCreated:Put",
+    "ObjectCreated:Post",
+    "ObjectCreated:Copy",
+    "ObjectCreated:CompleteMultipartUpload",
+)
+#: Other S3 event names: the function must leave these records alone.
+OTHER_EVENTS = (
+    "ObjectRemoved:Delete",
+    "ObjectRemoved:DeleteMarkerCreated",
+    "ObjectRestore:Completed",
+    "ObjectTagging:Put",
+    "LifecycleExpiration:Delete",
+)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One record of a hand-built S3 event: what happened, in which bucket, to which key."""
+
+    event_name: str
+    ours: bool  # the pipeline's bucket, or one that is not
+    name: str  # the key's last part, with characters S3 URL-encodes
+
+    @property
+    def is_upload(self) -> bool:
+        return self.event_name.startswith("ObjectCreated:")
+
+
+def event_records() -> SearchStrategy[EventRecord]:
+    """Uploads to our bucket mostly; other events and another bucket a third of the time each."""
+    names = st.integers(0, 2).flatmap(
+        lambda n: st.sampled_from(OTHER_EVENTS if n == 0 else CREATED_EVENTS)
+    )
+    return st.builds(EventRecord, names, st.integers(0, 2).map(bool), object_names())

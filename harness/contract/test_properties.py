@@ -23,23 +23,38 @@ from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 
 from harness.client import Ingestion, PipelineClient, plain
+from harness.contract.limits import ITEM_LIMIT_BYTES
 from harness.contract.oracle import (
     MANIFEST_FIELDS,
     ExpectedState,
     Observed,
     differences,
     expected_state,
+    item_size,
+)
+from harness.contract.quirks import (
+    HandWritten,
+    every_record_quirk,
+    hand_written_documents,
+    named,
 )
 from harness.contract.strategies import (
+    BLANK_LINE,
+    CSV_READS_NUL,
     DEFECTS,
     AnyDocument,
     Dialect,
     Document,
+    EventRecord,
     InvalidCase,
+    SizedRows,
     TiledRecords,
     documents,
+    event_records,
     object_names,
+    record_counts,
     revisions,
+    sized_rows,
     tiled_documents,
 )
 
@@ -98,7 +113,9 @@ def assert_state(
         )
 
 
-def ingest_and_check(pipeline: PipelineClient, key: str, document: AnyDocument) -> Ingestion:
+def ingest_and_check(
+    pipeline: PipelineClient, key: str, document: AnyDocument | HandWritten
+) -> Ingestion:
     """Upload ``document`` as ``key``, wait, and assert the table equals the oracle."""
     note(f"s3 key {key!r}; {document.describe()}")
     since = pipeline.log_mark()
@@ -111,12 +128,141 @@ def ingest_and_check(pipeline: PipelineClient, key: str, document: AnyDocument) 
 # -- 2. any well-formed document ----------------------------------------------
 
 
+#: A NUL inside a value, where the csv module reads it (Python 3.11+).
+_NUL = "\x00" if CSV_READS_NUL else ""
+
+
 @e2e(BUDGET)
-@given(document=documents(max_records=60), name=object_names())
+@example(
+    document=Document(
+        ("a", "b"),
+        TiledRecords((("x", f"lone CR\rin a value{_NUL}"), ("", ""), BLANK_LINE), 39),
+        Dialect(endings=("\r", "\n", "\r\n", "\r")),
+    ),
+    name="mixed",
+).via("26 records (one batch and one more) with LF, CRLF and lone CR line endings")
+@given(document=documents(counts=record_counts()), name=object_names())
 def test_table_equals_the_oracle(pipeline: PipelineClient, document: Document, name: str) -> None:
     count = len(document.records)
-    event(f"records: {'0' if count == 0 else '1-25' if count <= 25 else '26+'}")
+    batches = "0" if count == 0 else "1-24" if count < 25 else "25" if count == 25 else "26+"
+    event(f"records: {batches}")
+    event(f"line endings: {'mixed' if document.dialect.endings else 'one'}")
     ingest_and_check(pipeline, new_key(name), document)
+
+
+# -- 2b. items at the size limit -------------------------------------------------
+
+_LIMIT = ITEM_LIMIT_BYTES
+
+
+@e2e(max(1, BUDGET // 50))
+@example(
+    rows=SizedRows(
+        ("big", "n"),
+        (_LIMIT - 1, _LIMIT, _LIMIT + 1, 200 * 1024, 399 * 1024),
+        ("x", "\u20ac", "\U0001f600", "\u00e9", '"'),
+        ("7",),
+    )
+).via("one byte either side of the limit, and accepted items of 200-399 KB")
+@example(rows=SizedRows(("big",), tuple(_LIMIT - n for n in range(25)), ("x", "\u00e9", ","))).via(
+    "25 items near the limit: one BatchWriteItem of about 10 MB"
+)
+@given(rows=sized_rows(max_records=2))
+def test_items_are_judged_to_the_byte(pipeline: PipelineClient, rows: SizedRows) -> None:
+    """An item of exactly 400 KB is written, one byte more is rejected, as the oracle counts."""
+    key = new_key("sized")
+    document = rows.document(pipeline.source(key), item_size)
+    ingest_and_check(pipeline, key, document)
+
+
+# -- 2c. hand-written CSV ---------------------------------------------------------
+
+
+@e2e(max(2, BUDGET // 10))
+@example(document=every_record_quirk()).via("every quirk that leaves a record")
+@example(
+    document=HandWritten(
+        named("trailing delimiter: an empty column name"),
+        (named("quote inside an unquoted field"), named("text after a closing quote")),
+    )
+).via("the header's empty column name is reported, not the later syntax error")
+@example(
+    document=HandWritten(
+        named("plain header"),
+        (named("empty field"), named("text after a closing quote"), named("one field only")),
+        ("\r",),
+    )
+).via("text after a closing quote, lone CR line endings")
+@given(document=hand_written_documents())
+def test_hand_written_csv_means_what_the_model_says(
+    pipeline: PipelineClient, document: HandWritten
+) -> None:
+    ingest_and_check(pipeline, new_key("typed"), document)
+
+
+# -- 2d. events of several records ---------------------------------------------------
+
+
+def count_items(pipeline: PipelineClient, source: str) -> int:
+    """How many items (manifest included) the table holds for ``source``."""
+    response = pipeline.dynamodb.query(
+        TableName=pipeline.config.table,
+        KeyConditionExpression="#s = :s",
+        ExpressionAttributeNames={"#s": "source"},
+        ExpressionAttributeValues={":s": {"S": source}},
+        Select="COUNT",
+        ConsistentRead=True,
+    )
+    return int(response["Count"])
+
+
+@e2e(max(3, BUDGET // 10))
+@example(
+    records=[
+        EventRecord("ObjectCreated:Put", True, "first"),
+        EventRecord("ObjectRemoved:Delete", True, "removed"),
+        EventRecord("ObjectCreated:Post", True, "a+b c%41\u00e9"),
+    ]
+).via("the second upload of an event is processed too: not only Records[0]")
+@given(records=st.lists(event_records(), min_size=1, max_size=5))
+def test_every_upload_record_of_an_event_is_processed(
+    pipeline: PipelineClient, records: list[EventRecord]
+) -> None:
+    """Each ObjectCreated record of our bucket is processed, in order; no other record is.
+
+    The event is built by hand and the function invoked directly. Keys end in
+    ``.held``, which the bucket's notification (suffix ``.csv``) does not
+    announce, so only this event can have written their rows; the function
+    itself processes whatever key an upload record names. A record of another
+    bucket names an object the function cannot read: skipped as gone, nothing
+    written.
+    """
+    prefix = f"properties/{uuid.uuid4().hex}"
+    foreign = f"csv-pipeline-not-ours-{uuid.uuid4().hex[:12]}"
+    sources, built = [], []
+    for n, record in enumerate(records):
+        key = f"{prefix}/{n}-{record.name}.held"
+        bucket = pipeline.config.bucket if record.ours else foreign
+        etag = pipeline.upload(key, f"n\n{n}\n".encode()) if record.ours else "0" * 32
+        sources.append(f"{bucket}/{key}")
+        s3_record = pipeline.s3_event(key, etag, bucket=bucket)["Records"][0]
+        built.append({**s3_record, "eventName": record.event_name})
+    note(f"event records: {built}")
+    response = pipeline.invoke({"Records": built})
+    payload = response["Payload"]
+    assert "FunctionError" not in response, payload
+    expected = [
+        (source, "COMPLETE" if record.ours else "GONE")
+        for record, source in zip(records, sources, strict=True)
+        if record.is_upload
+    ]
+    assert [(r["source"], r["status"]) for r in payload["results"]] == expected, payload
+    for n, (record, source) in enumerate(zip(records, sources, strict=True)):
+        if record.ours and record.is_upload:
+            rows = pipeline.rows(source.removeprefix(f"{pipeline.config.bucket}/"))
+            assert rows == [{"source": source, "row": 1, "n": str(n)}], (record, rows)
+        else:
+            assert count_items(pipeline, source) == 0, f"{record} was processed"
 
 
 # -- 3. replacement ------------------------------------------------------------
@@ -141,8 +287,9 @@ def test_reupload_leaves_exactly_the_new_version(
 ) -> None:
     first, second = versions
     key = new_key("replaced")
-    ingest_and_check(pipeline, key, first)
-    ingest_and_check(pipeline, key, second)
+    before = ingest_and_check(pipeline, key, first)
+    after = ingest_and_check(pipeline, key, second)
+    assert after.etag != before.etag, "the second version must be new bytes, or nothing is tested"
 
 
 # -- 4. defective documents ----------------------------------------------------
