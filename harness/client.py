@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus
 
 from boto3.dynamodb.types import TypeDeserializer
 
@@ -23,6 +24,16 @@ from provisioning.backends.base import Endpoint
 from provisioning.stack import StackConfig
 
 FINAL_STATUSES = ("COMPLETE", "FAILED")
+
+#: A log line that reports a failure: a warning or error level in the usual
+#: formats (``WARNING msg``, ``[ERROR]\t…``, JSON ``"level": "ERROR"``), a
+#: traceback, or Lambda's own timeout line.
+_FAILURE_LINE = re.compile(
+    r"\b(WARN|WARNING|ERROR|CRITICAL|FATAL)\b|Traceback \(most recent call last\)|Task timed out"
+)
+
+#: How often a wait for a manifest reads the function's log for a failure.
+LOG_CHECK_SECONDS = 1.0
 
 _deserializer = TypeDeserializer()
 
@@ -185,22 +196,52 @@ class PipelineClient:
         deadline = time.monotonic() + timeout
         delay = 0.05
         manifest = None
+        next_log_check = time.monotonic() + LOG_CHECK_SECONDS
         while time.monotonic() < deadline:
             manifest = self.manifest(key)
             if progress is not None:
                 progress(manifest)
-            if (
-                manifest
-                and manifest.get("etag") == etag
-                and manifest.get("status") in FINAL_STATUSES
-            ):
-                return manifest
+            if manifest and manifest.get("etag") == etag:
+                if manifest.get("status") in FINAL_STATUSES:
+                    return manifest
+            elif since_ms is not None and time.monotonic() >= next_log_check:
+                next_log_check = time.monotonic() + LOG_CHECK_SECONDS
+                self._fail_if_the_log_shows_why(key, etag, since_ms, manifest)
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
         raise IngestionError(
             f"s3://{self.config.bucket}/{key} (etag {etag}) not processed within {timeout:.0f}s; "
             f"last manifest: {manifest}\n" + self.format_logs(since_ms)
         )
+
+    def _fail_if_the_log_shows_why(
+        self, key: str, etag: str, since_ms: int, manifest: dict[str, Any] | None
+    ) -> None:
+        """Raise at once when the log already explains why no manifest will come.
+
+        While no manifest of this version exists, a log line since the upload
+        that names this object (as uploaded or URL-encoded, as an event carries
+        it) at warning or error level, or a traceback or timeout naming it,
+        means the function gave up on it: waiting out the timeout would only
+        delay the report (and multiply it across a property test's shrinking).
+        Keys are unique per test, so another test's failure never matches.
+        """
+        lines = self.log_lines_since(since_ms)
+        names = {key, quote_plus(key, safe="/"), quote(key, safe="/")}
+        cause = [
+            line
+            for line in lines
+            if _FAILURE_LINE.search(line) and any(name in line for name in names)
+        ]
+        if cause:
+            raise IngestionError(
+                f"s3://{self.config.bucket}/{key} (etag {etag}) will not be processed: "
+                f"the function's log names it in a failure and no manifest of this version "
+                f"exists (last manifest: {manifest})\n"
+                + "\n".join(cause[:20])
+                + "\n"
+                + self.format_logs(since_ms)
+            )
 
     def ingest(self, key: str, body: bytes, timeout: float = 60.0) -> Ingestion:
         """Upload and wait: the one call most tests need."""

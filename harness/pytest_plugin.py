@@ -290,6 +290,8 @@ MARKERS = {
     "slow": "long-running; not in the default run (select with -m slow)",
     "container": "needs a Docker engine (container backends)",
     "install": "installs the package into a fresh venv; not in the default run (-m install)",
+    "harness": "drives the harness or the CLI as a user does, in child processes (pytest "
+    "sessions, up, demo); not in the default run (-m harness)",
     "contract": "checks the data contract through S3 -> Lambda -> DynamoDB only; "
     "the tests that run against a --lambda-source Lambda",
 }
@@ -316,9 +318,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
-#: Markers whose tests run only when ``-m`` names them (``slow`` also under
-#: the thorough Hypothesis profile).
-OPT_IN = ("slow", "install")
+#: Markers whose tests run only when ``-m`` names them (``slow`` and
+#: ``harness`` also under the thorough Hypothesis profile).
+OPT_IN = ("slow", "install", "harness")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -330,7 +332,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     named = config.getoption("-m") or ""
     profile = config.getoption("--hypothesis-profile", None) or os.environ.get("HYPOTHESIS_PROFILE")
     left_out_markers = [
-        m for m in OPT_IN if m not in named and not (m == "slow" and profile == "thorough")
+        m
+        for m in OPT_IN
+        if m not in named and not (m in ("slow", "harness") and profile == "thorough")
     ]
     foreign = lambda_under_test(config) is not None
     left_out = [

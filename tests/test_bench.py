@@ -288,6 +288,7 @@ def test_targets(big_row_mb: float, rows_mb: float, pipeline: float, meets: bool
     assert ("meets targets: yes" in format_report(result)) is meets
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_bench_command_prints_a_table_and_ends_with_json() -> None:
     done = run(

@@ -479,8 +479,9 @@ def test_a_late_event_for_an_overwritten_version_changes_nothing(
 # -- end to end: injected faults on a test-only variant ----------------------------------------
 
 #: Records read plus rows cleaned up per invocation on the fault stack: files of
-#: a few thousand rows need several invocations, however fast the machine is.
-ROWS_PER_INVOCATION = 2_500
+#: a few thousand rows need several invocations, however fast the machine is
+#: (a slow one reads 500 records in well under the 3 s left by the deadline).
+ROWS_PER_INVOCATION = 500
 
 
 #: The function with ``fault_injection`` wrapped around it, own names, small budgets.
@@ -490,7 +491,7 @@ faulty = stack_fixture(
     prefix="faults",
     handler="fault_injection.lambda_handler",
     extra_files={"fault_injection.py": FAULT_MODULE},
-    timeout_s=8,
+    timeout_s=5,
     progress_every=1000,
     environment={
         "CHECKPOINT_SECONDS": "0.25",
@@ -509,12 +510,12 @@ def fault_happened(client: PipelineClient, fault: str, etag: str, key: str) -> b
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("fault", ["crash-after-40", "hang-after-40"])
+@pytest.mark.parametrize("fault", ["crash-after-10", "hang-after-10"])
 def test_a_lambda_dying_mid_file_is_resumed_by_the_retry(
     faulty: PipelineClient, fault: str
 ) -> None:
     key = f"faults/{fault}/{uuid.uuid4().hex}.csv"
-    body = varied_csv(6_000, fault)
+    body = varied_csv(2_000, fault)
     since = faulty.log_mark()
     etag = faulty.upload(key, body)
     faulty.wait_for_manifest(key, etag, 180)
@@ -537,7 +538,7 @@ def test_a_file_longer_than_one_invocation_is_continued(faulty: PipelineClient) 
     lines = faulty.wait_for_log(since, f"Finished {source}")
     assert sum(f"Starting {source}" in line for line in lines) == 1
     handed_on = [line for line in lines if f"Continuing {source} in a new invocation" in line]
-    assert len(handed_on) >= 4, lines[-40:]  # after 2,500, 5,000, 7,500 and 10,000 records
+    assert len(handed_on) >= 4, lines[-40:]  # after 500, 1,000, 1,500 and 2,000 records
     assert sum(f"Resuming {source}" in line for line in lines) >= 3
     assert_exactly(faulty, key, body, etag, all_rows=False)
 
@@ -652,7 +653,7 @@ def test_a_getobject_failure_is_recorded_failed_then_the_retry_succeeds(
 @pytest.mark.e2e
 def test_throttling_and_unprocessed_items_lose_no_row(faulty: PipelineClient) -> None:
     key = f"faults/throttle/{uuid.uuid4().hex}.csv"
-    body = varied_csv(1_000, "throttle")
+    body = varied_csv(ROWS_PER_INVOCATION - 20, "throttle")  # one invocation, throttled throughout
     since = faulty.log_mark()
     etag = faulty.upload(key, body)
     faulty.wait_for_manifest(key, etag, 180)

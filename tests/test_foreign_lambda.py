@@ -64,6 +64,7 @@ def test_the_lambda_comes_from_the_option_then_env_then_ini(
     ],
     ids=["missing-dir", "missing-module", "no-function", "no-handler", "no-source"],
 )
+@pytest.mark.harness
 def test_a_lambda_that_cannot_be_deployed_stops_the_run_before_it_starts(
     pytester: pytest.Pytester, args: list[str], message: str
 ) -> None:
@@ -76,6 +77,7 @@ def test_a_lambda_that_cannot_be_deployed_stops_the_run_before_it_starts(
     assert time.monotonic() - started < 5, "no emulator may start for a usage error"
 
 
+@pytest.mark.harness
 def test_only_contract_tests_run_against_another_lambda(pytester: pytest.Pytester) -> None:
     pytester.mkdir("fn").joinpath("handler.py").write_text("def f(e, c):\n    pass\n")
     pytester.makepyfile(
@@ -188,6 +190,7 @@ PipelineClient.wait_for_manifest = wait_for_manifest
 """
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_the_contract_suite_fails_a_naive_lambda_for_the_right_reasons(
     pytester: pytest.Pytester,

@@ -237,6 +237,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise _Interrupted
 
 
+@pytest.mark.harness
 def test_a_signal_while_the_emulator_is_spawned_leaves_nothing_behind(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -109,6 +109,7 @@ def run_pytest(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-n", "0", "-p", "no:cacheprovider", *args, timeout=240)
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_without_the_opt_in_it_refuses_naming_account_region_and_cost(
     pytester: pytest.Pytester, stands_in_for_aws: Endpoint
@@ -128,6 +129,7 @@ def test_without_the_opt_in_it_refuses_naming_account_region_and_cost(
     assert inventory(stands_in_for_aws) == before
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_with_the_opt_in_a_suffixed_stack_runs_and_is_removed(
     pytester: pytest.Pytester, stands_in_for_aws: Endpoint, monkeypatch: pytest.MonkeyPatch
@@ -146,6 +148,7 @@ def test_with_the_opt_in_a_suffixed_stack_runs_and_is_removed(
     assert inventory(stands_in_for_aws) == before
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_a_failing_test_leaves_nothing_behind(
     pytester: pytest.Pytester, stands_in_for_aws: Endpoint
@@ -158,6 +161,7 @@ def test_a_failing_test_leaves_nothing_behind(
     assert inventory(stands_in_for_aws) == before
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_what_the_run_did_not_create_is_left_untouched(
     pytester: pytest.Pytester, stands_in_for_aws: Endpoint
@@ -201,6 +205,7 @@ def test_what_the_run_did_not_create_is_left_untouched(
         other_stack.destroy()
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_a_signal_while_a_test_waits_leaves_nothing_behind(
@@ -234,6 +239,7 @@ def test_a_signal_while_a_test_waits_leaves_nothing_behind(
 # -- without an emulator ---------------------------------------------------------------------
 
 
+@pytest.mark.harness
 def test_missing_credentials_name_what_to_set(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -252,6 +258,7 @@ def test_missing_credentials_name_what_to_set(
     )
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_an_opt_in_value_that_is_neither_yes_nor_no_is_refused(
     pytester: pytest.Pytester, stands_in_for_aws: Endpoint, monkeypatch: pytest.MonkeyPatch

@@ -226,6 +226,7 @@ def test_zz_the_session_function_ran_wrapped(pipeline):
 """
 
 
+@pytest.mark.harness
 @pytest.mark.e2e
 def test_the_contract_suite_passes_in_realism_mode(pytester: pytest.Pytester) -> None:
     check = pytester.makepyfile(test_wrapped=WRAPPED_CHECK)

@@ -38,6 +38,7 @@ from harness.contract.quirks import (
     hand_written_documents,
     named,
 )
+from harness.contract.shrinking import bounded_shrinking
 from harness.contract.strategies import (
     BLANK_LINE,
     CSV_READS_NUL,
@@ -142,6 +143,7 @@ _NUL = "\x00" if CSV_READS_NUL else ""
     name="mixed",
 ).via("26 records (one batch and one more) with LF, CRLF and lone CR line endings")
 @given(document=documents(counts=record_counts()), name=object_names())
+@bounded_shrinking()
 def test_table_equals_the_oracle(pipeline: PipelineClient, document: Document, name: str) -> None:
     count = len(document.records)
     batches = "0" if count == 0 else "1-24" if count < 25 else "25" if count == 25 else "26+"
@@ -168,6 +170,7 @@ _LIMIT = ITEM_LIMIT_BYTES
     "25 items near the limit: one BatchWriteItem of about 10 MB"
 )
 @given(rows=sized_rows(max_records=2))
+@bounded_shrinking()
 def test_items_are_judged_to_the_byte(pipeline: PipelineClient, rows: SizedRows) -> None:
     """An item of exactly 400 KB is written, one byte more is rejected, as the oracle counts."""
     key = new_key("sized")
@@ -194,6 +197,7 @@ def test_items_are_judged_to_the_byte(pipeline: PipelineClient, rows: SizedRows)
     )
 ).via("text after a closing quote, lone CR line endings")
 @given(document=hand_written_documents())
+@bounded_shrinking()
 def test_hand_written_csv_means_what_the_model_says(
     pipeline: PipelineClient, document: HandWritten
 ) -> None:
@@ -225,17 +229,19 @@ def count_items(pipeline: PipelineClient, source: str) -> int:
     ]
 ).via("the second upload of an event is processed too: not only Records[0]")
 @given(records=st.lists(event_records(), min_size=1, max_size=5))
+@bounded_shrinking()
 def test_every_upload_record_of_an_event_is_processed(
     pipeline: PipelineClient, records: list[EventRecord]
 ) -> None:
-    """Each ObjectCreated record of our bucket is processed, in order; no other record is.
+    """Each ObjectCreated record of our bucket is processed; no other record is.
 
     The event is built by hand and the function invoked directly. Keys end in
     ``.held``, which the bucket's notification (suffix ``.csv``) does not
     announce, so only this event can have written their rows; the function
     itself processes whatever key an upload record names. A record of another
-    bucket names an object the function cannot read: skipped as gone, nothing
-    written.
+    bucket names an object the function cannot read: nothing is written for
+    it. Only the table is judged, not the function's return value, which the
+    contract leaves open.
     """
     prefix = f"properties/{uuid.uuid4().hex}"
     foreign = f"csv-pipeline-not-ours-{uuid.uuid4().hex[:12]}"
@@ -248,18 +254,13 @@ def test_every_upload_record_of_an_event_is_processed(
         s3_record = pipeline.s3_event(key, etag, bucket=bucket)["Records"][0]
         built.append({**s3_record, "eventName": record.event_name})
     note(f"event records: {built}")
-    response = pipeline.invoke({"Records": built})
-    payload = response["Payload"]
-    assert "FunctionError" not in response, payload
-    expected = [
-        (source, "COMPLETE" if record.ours else "GONE")
-        for record, source in zip(records, sources, strict=True)
-        if record.is_upload
-    ]
-    assert [(r["source"], r["status"]) for r in payload["results"]] == expected, payload
+    pipeline.invoke({"Records": built})
     for n, (record, source) in enumerate(zip(records, sources, strict=True)):
         if record.ours and record.is_upload:
-            rows = pipeline.rows(source.removeprefix(f"{pipeline.config.bucket}/"))
+            key = source.removeprefix(f"{pipeline.config.bucket}/")
+            manifest = pipeline.manifest(key) or {}
+            assert manifest.get("status") == "COMPLETE", (record, manifest)
+            rows = pipeline.rows(key)
             assert rows == [{"source": source, "row": 1, "n": str(n)}], (record, rows)
         else:
             assert count_items(pipeline, source) == 0, f"{record} was processed"
@@ -282,6 +283,7 @@ def test_every_upload_record_of_an_event_is_processed(
     )
 ).via("a FAILED version leaves no rows")
 @given(versions=revisions())
+@bounded_shrinking()
 def test_reupload_leaves_exactly_the_new_version(
     pipeline: PipelineClient, versions: tuple[AnyDocument, AnyDocument]
 ) -> None:
@@ -298,6 +300,7 @@ def test_reupload_leaves_exactly_the_new_version(
 @pytest.mark.parametrize("defect", DEFECTS)
 @e2e(max(3, BUDGET // 8))
 @given(data=st.data(), name=object_names())
+@bounded_shrinking()
 def test_defective_documents_get_the_promised_outcome(
     pipeline: PipelineClient, defect: str, data: st.DataObject, name: str
 ) -> None:

@@ -112,7 +112,11 @@ def process_object(ref: ObjectRef, context: Any = None, hop: int = 0) -> Result:
         _hand_on(ref, job, context, hop)
         return Result(ref.source, Outcome.CONTINUED)
     except ObjectGone as exc:
-        logger.info("Skipping %s: %s", ref.source, exc)
+        # An overwritten object is routine; one that cannot be read at all is
+        # worth a warning (deleted, or a permission missing).
+        logger.log(
+            logging.INFO if exc.changed else logging.WARNING, "Skipping %s: %s", ref.source, exc
+        )
         _let_go(lease)
         return Result(ref.source, Outcome.SUPERSEDED if exc.changed else Outcome.GONE)
     except Superseded as exc:
