@@ -6,7 +6,6 @@ under ``pytest -n 2``.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -217,13 +216,15 @@ def test_objects_without_the_csv_suffix_are_ignored(
     pipeline: PipelineClient, unique_key: str
 ) -> None:
     key = unique_key[:-4] + ".txt"
+    since = pipeline.log_mark()
     pipeline.upload(key, b"a\n1\n")
-    # Absence can only be shown by waiting: a .csv uploaded after it is
-    # processed well within this window.
+    # A .csv uploaded after it is the marker: once the invocation for the
+    # marker has ended, one for the .txt (announced first) would have too.
     marker = pipeline.ingest(unique_key, b"a\n1\n")
     assert_complete(marker, 1)
-    time.sleep(1.0)
+    lines = pipeline.wait_for_log(since, f"Finished {pipeline.source(unique_key)}")
     assert pipeline.manifest(key) is None
+    assert not any(key in line for line in lines), lines
 
 
 def test_ten_thousand_rows(pipeline: PipelineClient, unique_key: str) -> None:
