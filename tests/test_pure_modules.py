@@ -395,6 +395,8 @@ def test_settings_below_their_minimum_are_raised_to_it(environment: pytest.Monke
     assert settings.rows_per_invocation() == float("inf")  # 0 means no limit
     environment.setenv("ROWS_PER_INVOCATION", "-1")
     assert settings.rows_per_invocation() == float("inf")
+    environment.setenv("ROWS_PER_INVOCATION", "1")
+    assert settings.rows_per_invocation() == 1  # the smallest limit is a limit
 
 
 class Context:
