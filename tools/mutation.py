@@ -71,6 +71,7 @@ DEFAULT_MODULES = tuple(m for m in MODULES if m != "parsing")
 TESTS = (
     "tests/test_parsing.py",
     "tests/test_parsing_properties.py",
+    "tests/test_parsing_edges.py",
     "tests/test_table_writer.py",
     "tests/test_table_writer_edges.py",
     "tests/test_deadline.py",
