@@ -8,13 +8,23 @@ retries one time too few, or writes past the invocation's deadline.
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from test_table_writer import TABLE, StubTable, item, no_sleep, throttled
+from test_table_writer import (
+    TABLE,
+    StubTable,
+    captured_bodies,
+    dynamodb_client,
+    item,
+    no_sleep,
+    throttled,
+)
 
+from csv_pipeline import table_writer
 from csv_pipeline.parsing import key_of
 from csv_pipeline.table_writer import (
     BATCH_LIMIT,
@@ -159,3 +169,56 @@ def test_a_client_that_does_not_speak_json_gets_the_plain_call() -> None:
     requests = {TABLE: [{"PutRequest": {"Item": item(1)}}]}
     assert writer.batch_write_item(RequestItems=requests) == {"UnprocessedItems": {}}
     assert client.calls == [{"RequestItems": requests}]
+
+
+@pytest.mark.parametrize("jitter", ["low", "high"])
+def test_the_default_backoff_doubles_from_50_ms_to_5_s_jittered_down_to_half(
+    monkeypatch: pytest.MonkeyPatch, jitter: str
+) -> None:
+    """The job's writer uses the defaults: 10 attempts, 0.05 s doubling, capped at 5 s."""
+    pick = (lambda low, high: low) if jitter == "low" else (lambda low, high: high)
+    monkeypatch.setattr(table_writer.random, "uniform", pick)
+    delays: list[float] = []
+    stub = StubTable(lambda call, requests: 0)
+    writer = BatchWriter(stub, TABLE, sleep=delays.append)
+    with pytest.raises(UnprocessedItemsError, match="after 10 attempts"):
+        writer.put(item(1))
+        writer.flush()
+    writer.close()
+    nominal = [min(5.0, 0.05 * 2**attempt) for attempt in range(9)]
+    assert nominal[6] == 3.2 and nominal[7:] == [5.0, 5.0]
+    expected = [d / 2 for d in nominal] if jitter == "low" else nominal
+    assert delays == pytest.approx(expected)
+    assert stub.calls == 10
+
+
+def test_by_default_one_batch_at_a_time_from_the_callers_thread() -> None:
+    stub = ThreadRecordingTable()
+    with BatchWriter(stub, TABLE, sleep=no_sleep) as writer:
+        for row in range(1, 80):
+            writer.put(item(row))
+    assert stub.threads == {threading.current_thread().name}
+    assert stub.max_in_flight == 1
+
+
+def test_flush_returns_only_once_every_batch_in_flight_is_written() -> None:
+    """The job records a checkpoint right after flush: rows before it must all be in the table."""
+    stub = StubTable()
+    stub.delay = 0.05
+    writer = BatchWriter(stub, TABLE, max_in_flight=3, sleep=no_sleep)
+    for row in range(1, 101):
+        writer.put(item(row))
+    writer.flush()
+    assert len(stub.rows) == 100 and stub.in_flight == 0
+    writer.close()
+
+
+def test_a_plain_call_after_a_pre_serialized_one_sends_its_own_body() -> None:
+    client = dynamodb_client(parameter_validation=False)
+    writer = PreSerializedBatchWriter(client)
+    assert writer.enabled  # DynamoDB speaks JSON: the fast path is on
+    sent = captured_bodies(client)
+    writer.batch_write_item(RequestItems={TABLE: [{"PutRequest": {"Item": item(1)}}]})
+    plain = {TABLE: [{"DeleteRequest": {"Key": key_of("b/k.csv", 2)}}]}
+    client.batch_write_item(RequestItems=plain)
+    assert json.loads(sent[1]) == {"RequestItems": plain}
