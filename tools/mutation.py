@@ -18,7 +18,7 @@ as mutmut expects: ``src/csv_pipeline`` (a copy of the package), ``tests/``
 and a pyproject.toml holding only mutmut's and pytest's settings. The harness
 (Hypothesis profiles, the contract oracle) comes from the installed package.
 
-By default every module but ``parsing`` is mutated: about 8 minutes with
+By default every module but ``parsing`` is mutated: about 5 minutes with
 one mutant at a time on 2 busy cores. ``parsing`` alone has over 900 mutants,
 and each one that survives reruns the parsing properties; with it the run
 takes about an hour there, so it is asked for by name (``--module parsing``
