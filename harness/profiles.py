@@ -9,6 +9,10 @@ profile.
   defect, 2 uploads of 10,000 rows), about 1,650 for the parsing core.
 * ``ci``: four times that.
 * ``thorough``: twenty times ``dev``, plus the ``slow`` tests (1,000,000 rows).
+* ``mutation``: a tenth of ``dev``, derandomized and without the example
+  database (``tox -e mutation``). Each mutant reruns the properties that reach
+  it, so they must be cheap; and a fixed set of examples makes a mutant's
+  verdict, and so the score, the same on every run.
 
 Each profile names its parent and every setting that differs between
 Hypothesis' own profiles, so nothing is inherited by accident (Hypothesis'
@@ -35,6 +39,9 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 PROFILES = {"dev": 50, "ci": 200, "thorough": 1000}
 
+#: The mutation run's budget: 5 end-to-end examples (the parsing properties run multiples of it).
+MUTATION_EXAMPLES = 5
+
 
 def register_and_load() -> str:
     """Register ``dev``, ``ci`` and ``thorough``; load the chosen one and return its name."""
@@ -47,6 +54,12 @@ def register_and_load() -> str:
     default = settings.get_profile("default")
     for name, examples in PROFILES.items():
         settings.register_profile(name, parent=default, max_examples=examples, **common)
+    settings.register_profile(
+        "mutation",
+        parent=default,
+        max_examples=MUTATION_EXAMPLES,
+        **{**common, "derandomize": True, "database": None},
+    )
     name = chosen()
     settings.load_profile(name)
     return name
