@@ -6,7 +6,7 @@ every other property runs a fixed multiple of it, so all of them follow the
 profile.
 
 * ``dev``: 50 examples per end-to-end property (25 re-upload pairs, 6 per
-  defect, 2 uploads of 10,000 rows), about 1,650 for the parsing core.
+  defect, 2 uploads of 10,000 rows), about 1,350 for the parsing core.
 * ``ci``: four times that.
 * ``thorough``: twenty times ``dev``, plus the ``slow`` tests (1,000,000 rows).
 * ``mutation``: a tenth of ``dev``, derandomized and without the example

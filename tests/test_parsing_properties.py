@@ -156,7 +156,7 @@ def classify(document: Document) -> None:
     event(f"records: {'0' if count == 0 else '1-9' if count < 10 else '10+'}")
 
 
-@parsing(BUDGET * 10)
+@parsing(BUDGET * 5)
 @example(
     document=Document(("a",), (("",), (), (" ",), ("\r\n",)), Dialect("\n", False, True, False)),
     read_size=1,
@@ -370,7 +370,7 @@ def with_limit(outcome: Outcome, size: int, limit: int) -> Outcome:
     return Rejection(outcome.row, ITEM_TOO_LARGE, reason)
 
 
-@parsing(BUDGET * 10)
+@parsing(BUDGET * 5)
 @example(body=b'a,b\nx,"1\r\n2""\r3"\r\n"p"q,1\n', limit=5, read_size=1).via("error in it")
 @example(body=b'a\n\r\n"' + b"x" * 40 + b"\n", limit=10, read_size=3).via("open at the end")
 @example(body=b'a,b\nx"y,' + b"\xc3(" + b"z" * 30, limit=8, read_size=2).via("not UTF-8")
