@@ -26,10 +26,13 @@ from provisioning.stack import StackConfig
 FINAL_STATUSES = ("COMPLETE", "FAILED")
 
 #: A log line that reports a failure: a warning or error level in the usual
-#: formats (``WARNING msg``, ``[ERROR]\t…``, JSON ``"level": "ERROR"``), a
-#: traceback, or Lambda's own timeout line.
+#: formats (``WARNING msg``, ``[ERROR]\t…``, JSON ``"level": "ERROR"``, a
+#: ``print(f"Error processing {key}")``), an exception, a traceback, or
+#: Lambda's own timeout line.
 _FAILURE_LINE = re.compile(
-    r"\b(WARN|WARNING|ERROR|CRITICAL|FATAL)\b|Traceback \(most recent call last\)|Task timed out"
+    r"\b(warn|warning|error|critical|fatal|exception)\b|Traceback \(most recent call last\)"
+    r"|Task timed out",
+    re.IGNORECASE,
 )
 
 #: How often a wait for a manifest reads the function's log for a failure.
