@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import time
+import uuid
 import xml.etree.ElementTree as ET
 import zipfile
 from base64 import urlsafe_b64encode
@@ -13,12 +15,14 @@ from pathlib import Path
 import pytest
 
 from harness.pytest_plugin import lambda_under_test
+from provisioning.backends import Endpoint
 from provisioning.packaging import (
     LAMBDA_PLATFORM,
     LambdaSourceError,
     build_source_zip,
     handler_file,
 )
+from provisioning.stack import Stack, StackConfig
 
 NAIVE = Path(__file__).resolve().parents[1] / "examples" / "naive_lambda"
 ENVS = ("CSV_PIPELINE_LAMBDA_SOURCE", "CSV_PIPELINE_LAMBDA_HANDLER")
@@ -225,3 +229,35 @@ def test_the_contract_suite_fails_a_naive_lambda_for_the_right_reasons(
     result.stdout.fnmatch_lines(
         [f"lambda under test: handler.lambda_handler from {NAIVE}; tests without the contract*"]
     )
+
+
+@pytest.mark.e2e
+def test_a_deployed_lambda_imports_what_its_requirements_name(
+    aws_endpoint: Endpoint, tmp_path: Path
+) -> None:
+    """The requirement goes into the zip and the function imports it when it runs."""
+    wheel = _wheel(tmp_path, "tinydep", "VALUE = 42\n")
+    source = tmp_path / "fn"
+    source.mkdir()
+    (source / "handler.py").write_text(
+        "import tinydep\n\n\ndef lambda_handler(event, context):\n    return tinydep.VALUE\n"
+    )
+    (source / "requirements.txt").write_text(f"{wheel}\n")
+    suffix = uuid.uuid4().hex[:8]
+    config = StackConfig(
+        bucket=f"reqs-{suffix}",
+        table=f"reqs-{suffix}",
+        function=f"reqs-{suffix}",
+        role=f"reqs-{suffix}",
+        handler="handler.lambda_handler",
+        lambda_source=source,
+    )
+    stack = Stack(aws_endpoint, config)
+    try:
+        stack.deploy()
+        response = aws_endpoint.client("lambda").invoke(FunctionName=config.function, Payload=b"{}")
+        assert "FunctionError" not in response, response["Payload"].read()
+        assert json.loads(response["Payload"].read()) == 42
+    finally:
+        stack.destroy()
+    assert stack.remaining() == []
