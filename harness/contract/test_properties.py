@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
-from hypothesis import event, example, given, note, settings
+from hypothesis import Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
 from harness.client import Ingestion, PipelineClient, plain
@@ -61,15 +61,19 @@ from harness.contract.strategies import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.contract]
 
-#: The active profile's max_examples: 50 in ``dev``, 200 in ``ci``.
+#: The active profile's max_examples: 25 in ``dev``, 200 in ``ci``.
 BUDGET = settings().max_examples
 
 _deserializer = TypeDeserializer()
 
 
-def e2e(max_examples: int) -> settings:
-    """Settings of an end-to-end property: the active profile's, without a deadline."""
-    return settings(max_examples=max_examples, deadline=None)
+def e2e(max_examples: int, *, drawn: bool = True) -> settings:
+    """Settings of an end-to-end property: the active profile's, without a deadline.
+
+    ``drawn=False``: only the pinned ``@example``s run.
+    """
+    phases = tuple(Phase) if drawn else (Phase.explicit,)
+    return settings(max_examples=max_examples, deadline=None, phases=phases)
 
 
 def new_key(name: str = "document") -> str:
@@ -331,7 +335,8 @@ def large_document(count: int) -> Document:
     return Document(_LARGE_HEADER, TiledRecords(_TEMPLATES, count), Dialect("\r\n", bom=True), 0)
 
 
-@e2e(max(1, BUDGET // 50))
+# The dev profile uploads the pinned example only; ci and thorough draw more.
+@e2e(max(1, BUDGET // 50), drawn=BUDGET >= 50)
 @example(document=large_document(10_000))
 @given(document=tiled_documents(min_records=10_000, max_records=10_000))
 def test_ten_thousand_rows(pipeline: PipelineClient, document: Document) -> None:
