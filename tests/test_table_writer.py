@@ -179,7 +179,7 @@ def test_running_out_of_attempts_raises_instead_of_dropping_rows() -> None:
             writer.put(item(row))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=settings().max_examples * 2, deadline=None)
 @given(
     rows=st.integers(min_value=0, max_value=140),
     accepted=st.lists(st.integers(min_value=0, max_value=25), min_size=1, max_size=30),
