@@ -101,21 +101,23 @@ def test_requests_go_25_at_a_time_and_the_rest_on_exit() -> None:
     assert len(stub.rows) == 60
 
 
-def test_unprocessed_items_are_resent_with_growing_backoff_until_written() -> None:
+def test_unprocessed_items_are_resent_with_backoff_growing_only_while_nothing_moves() -> None:
     delays: list[float] = []
-    # The first three calls take only 5 requests each; everything else goes through.
-    stub = StubTable(lambda call, requests: 5 if call <= 3 else len(requests))
+    # Calls 1-3 take nothing, calls 4-5 take 5 requests each, then everything goes through.
+    script = {1: 0, 2: 0, 3: 0, 4: 5, 5: 5}
+    stub = StubTable(lambda call, requests: script.get(call, len(requests)))
     writer = BatchWriter(stub, TABLE, base_delay=0.1, max_delay=1.0, sleep=delays.append)
     with writer:
         for row in range(1, 26):
             writer.put(item(row))
     assert sorted(r for _, r in stub.rows) == sorted(str(r) for r in range(1, 26))
-    assert stub.batch_sizes == [25, 20, 15, 10]
-    assert writer.retries == 3 and writer.requests_sent == 4
-    # Full jitter within an exponentially growing cap: [d/2, d] for d = 0.1, 0.2, 0.4.
-    assert len(delays) == 3
-    for attempt, delay in enumerate(delays):
-        cap = 0.1 * 2**attempt
+    assert stub.batch_sizes == [25, 25, 25, 25, 20, 15]
+    assert writer.retries == 5 and writer.requests_sent == 6
+    # Full jitter within a cap that doubles after each attempt that wrote
+    # nothing (0.1, 0.2, 0.4) and holds while requests go through (0.4, 0.4).
+    caps = [0.1, 0.2, 0.4, 0.4, 0.4]
+    assert len(delays) == len(caps)
+    for cap, delay in zip(caps, delays, strict=True):
         assert cap / 2 <= delay <= cap
 
 
@@ -363,3 +365,23 @@ def test_pre_serialized_client_sends_plain_calls_unchanged() -> None:
     assert json.loads(sent[0]) == {
         "RequestItems": {TABLE: [{"DeleteRequest": {"Key": key_of("s", 1)}}]}
     }
+
+
+def test_a_throttled_partition_that_takes_a_little_each_time_gets_everything_written() -> None:
+    """One partition at its write limit: every attempt takes a few requests, none takes all.
+
+    25 items of 400 KB cost 10,000 write units; a partition allows about
+    1,000 a second with a burst of about as much, so each resend gets two
+    items through. Progress resets the count of attempts: only attempts that
+    move nothing count towards giving up, and the backoff stops growing
+    while requests go through.
+    """
+    delays: list[float] = []
+    stub = StubTable(lambda call, requests: min(2, len(requests)))
+    writer = BatchWriter(stub, TABLE, max_attempts=3, base_delay=0.1, sleep=delays.append)
+    with writer:
+        for row in range(1, 26):
+            writer.put(item(row))
+    assert len(stub.rows) == 25
+    assert stub.batch_sizes == list(range(25, 0, -2))
+    assert all(0.05 <= delay <= 0.1 for delay in delays), delays

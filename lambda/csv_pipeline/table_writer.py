@@ -2,8 +2,9 @@
 
 BatchWriteItem takes at most 25 requests and may hand some back as
 ``UnprocessedItems`` when the table is throttled; those are resent with
-exponential backoff until they go through or the attempts run out, at which
-point an exception is raised (never a silent partial write). A whole request
+exponential backoff until they go through or ``max_attempts`` attempts in a
+row write nothing, at which point an exception is raised (never a silent
+partial write). A whole request
 that fails the same way — throttled, a 5xx, a dropped connection or a
 timeout — is resent under the same backoff: puts and deletes of whole items
 are idempotent, so sending one twice is harmless.
@@ -49,6 +50,10 @@ def is_retryable(error: BaseException) -> bool:
     if isinstance(error, ClientError):
         return error_code(error) in THROTTLING_CODES or http_status(error) >= 500
     return False
+
+
+def _count(requests: dict[str, list[dict[str, Any]]]) -> int:
+    return sum(len(v) for v in requests.values())
 
 
 class UnprocessedItemsError(RuntimeError):
@@ -174,16 +179,25 @@ class BatchWriter:
             wait(futures)
 
     def _send(self, batch: list[dict[str, Any]]) -> None:
+        """Send ``batch`` until every request is written.
+
+        Only attempts that write nothing count towards ``max_attempts``, and
+        only they double the backoff: a partition at its write limit takes a
+        few requests on every attempt (two 400 KB items a second), and a
+        batch of them goes through at that pace instead of failing.
+        """
         requests = {self._table: batch}
-        for attempt in range(self._max_attempts):
+        stalled, delay = 0, 0.0
+        while True:
             self._check_time(0.0)
             if self._before_send is not None:
                 self._before_send()
-            last = attempt == self._max_attempts - 1
+            left = _count(requests)
             try:
                 response = self._client.batch_write_item(RequestItems=requests)
             except Exception as exc:
-                if last or not is_retryable(exc):
+                stalled += 1
+                if stalled >= self._max_attempts or not is_retryable(exc):
                     raise
                 with self._lock:
                     self.retries += 1
@@ -195,15 +209,20 @@ class BatchWriter:
                         self.retries += 1
                 if not requests:
                     return
-            if not last:
-                delay = min(self._max_delay, self._base_delay * (2**attempt))
-                delay = random.uniform(delay / 2, delay)
-                self._check_time(delay)
-                self._sleep(delay)
-        left = sum(len(v) for v in requests.values())
-        raise UnprocessedItemsError(
-            f"{left} write request(s) still unprocessed after {self._max_attempts} attempts"
-        )
+                moved = _count(requests) < left
+                stalled = 0 if moved else stalled + 1
+                if stalled >= self._max_attempts:
+                    raise UnprocessedItemsError(
+                        f"{_count(requests)} write request(s) still unprocessed after "
+                        f"{self._max_attempts} attempts"
+                    )
+            if not delay:
+                delay = self._base_delay
+            elif stalled:
+                delay = min(self._max_delay, delay * 2)
+            pause = random.uniform(delay / 2, delay)
+            self._check_time(pause)
+            self._sleep(pause)
 
     def _check_time(self, delay: float) -> None:
         if self._give_up_at is not None and self._clock() + delay >= self._give_up_at:
