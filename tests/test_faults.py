@@ -491,12 +491,17 @@ ROWS_PER_INVOCATION = 500
 #: The function with ``fault_injection`` wrapped around it, own names, small budgets.
 #: A short timeout keeps the hang test short; ``ROWS_PER_INVOCATION`` makes
 #: continuations happen at the same records on every machine.
+#: What every fault stack shares: the wrapper as handler, quiet progress logs.
+FAULT_STACK: dict[str, Any] = {
+    "handler": "fault_injection.lambda_handler",
+    "extra_files": {"fault_injection.py": FAULT_MODULE},
+    "progress_every": 1000,
+}
+
 faulty = stack_fixture(
     prefix="faults",
-    handler="fault_injection.lambda_handler",
-    extra_files={"fault_injection.py": FAULT_MODULE},
+    **FAULT_STACK,
     timeout_s=5,
-    progress_every=1000,
     environment={
         "CHECKPOINT_SECONDS": "0.25",
         "LEASE_SECONDS": "3",
@@ -674,10 +679,8 @@ def test_throttling_and_unprocessed_items_lose_no_row(faulty: PipelineClient) ->
 #: second one asks it to hand over.
 handing_over = stack_fixture(
     prefix="handover",
-    handler="fault_injection.lambda_handler",
-    extra_files={"fault_injection.py": FAULT_MODULE},
+    **FAULT_STACK,
     timeout_s=60,
-    progress_every=1000,
     environment={"CHECKPOINT_SECONDS": "0.25", "LEASE_SECONDS": "45"},
 )
 
