@@ -72,6 +72,7 @@ TESTS = (
     "tests/test_parsing.py",
     "tests/test_parsing_properties.py",
     "tests/test_parsing_edges.py",
+    "tests/test_long_records.py",
     "tests/test_table_writer.py",
     "tests/test_table_writer_edges.py",
     "tests/test_deadline.py",

@@ -18,7 +18,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, NoReturn
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader
@@ -271,11 +271,8 @@ class LineReader:
 
     def _chunks(self) -> Iterator[bytes]:
         """The bytes from :attr:`offset` on: those read ahead already, then the body's."""
-        self._let_go(self.offset)
+        self._keep_from(self.offset)
         kept = self._kept
-        if kept and self._kept_start < self.offset:
-            kept[0] = kept[0][self.offset - self._kept_start :]
-            self._kept_start = self.offset
         yield from list(kept)
         keep = self.limit is not None
         if not keep:
@@ -294,6 +291,14 @@ class LineReader:
             start += len(kept.popleft())
         self._kept_start = start
 
+    def _keep_from(self, position: int) -> None:
+        """Forget every byte before ``position``: the bytes kept start there."""
+        self._let_go(position)
+        kept = self._kept
+        if kept and self._kept_start < position:
+            kept[0] = kept[0][position - self._kept_start :]
+            self._kept_start = position
+
     def skip_record(self) -> RecordSpan:
         """Read past the record that raised :class:`RecordTooLong`, never holding it whole.
 
@@ -302,11 +307,8 @@ class LineReader:
         Raises :class:`MalformedRecord` where csv.reader(strict=True) or the
         UTF-8 decoder would have failed on it.
         """
-        self._let_go(self.record_start)
+        self._keep_from(self.record_start)
         kept = self._kept
-        if kept and self._kept_start < self.record_start:
-            kept[0] = kept[0][self.record_start - self._kept_start :]
-            self._kept_start = self.record_start
         seen = _LineCounter()  # lines the iteration already handed out
         start = self.record_start
         for piece in kept:
@@ -355,6 +357,11 @@ class _LineCounter:
         self._after_cr = last == _CR
         self.at_line_start = last in (_CR, _LF)
 
+    @property
+    def lines(self) -> int:
+        """Physical lines touched: the breaks, plus a last line that has no break yet."""
+        return self.breaks + (0 if self.at_line_start else 1)
+
     def copy(self) -> _LineCounter:
         other = _LineCounter()
         other.breaks, other.at_line_start, other._after_cr = (
@@ -371,20 +378,26 @@ _UNEXPECTED_EOF = "unexpected end of data"
 _NUL_IN_LINE = "line contains NUL"
 
 
+class _Bulk(NamedTuple):
+    """A run of complete ``field,`` units, and one such unit (to count them)."""
+
+    fields: re.Pattern[bytes]
+    field: re.Pattern[bytes]
+
+
 @dataclass(frozen=True)
 class _Grammar:
     """The byte patterns a record is scanned with, for this Python's csv module.
 
     Python 3.10's csv refuses NUL ("line contains NUL") anywhere; 3.11+ takes
-    it as a character. ``fields`` takes a run of complete ``field,`` units in
+    it as a character. ``bulk`` takes a run of complete ``field,`` units in
     one call; it needs possessive quantifiers (3.11+), without which the
     regex engine keeps state for every repetition. Without it the scan goes
     field by field: the same results, slower on a record of many tiny fields.
     """
 
     nul_is_error: bool
-    fields: re.Pattern[bytes] | None  # a run of complete "field," units
-    field: re.Pattern[bytes] | None  # one such unit (to count them)
+    bulk: _Bulk | None  # None: field by field
     quoted_text: re.Pattern[bytes]  # inside quotes, up to a quote
     unquoted_stops: tuple[bytes, ...]  # in unquoted fields: a line break, a comma and quote
 
@@ -393,8 +406,7 @@ def _grammar(*, nul_is_error: bool, possessive: bool) -> _Grammar:
     nul = b"\x00" if nul_is_error else b""
     plain = _Grammar(
         nul_is_error=nul_is_error,
-        fields=None,
-        field=None,
+        bulk=None,
         quoted_text=re.compile(rb'[^"' + nul + rb"]*"),
         unquoted_stops=(b"\r", b"\n", b',"') + ((b"\x00",) if nul_is_error else ()),
     )
@@ -406,16 +418,16 @@ def _grammar(*, nul_is_error: bool, possessive: bool) -> _Grammar:
     unit = rb'(?:"' + quoted_text + rb'"|' + unquoted + rb")?+,"
     return dataclasses.replace(
         plain,
-        fields=re.compile(rb"(?:" + unit + rb")*+"),
-        field=re.compile(unit),
+        bulk=_Bulk(re.compile(rb"(?:" + unit + rb")*+"), re.compile(unit)),
         quoted_text=re.compile(quoted_text),
     )
 
 
 def _match_end(pattern: re.Pattern[bytes], data: bytes, start: int) -> int:
-    """Where a pattern that may match nothing stops matching at ``start``."""
+    """Where a pattern that matches the empty string too stops matching at ``start``."""
     found = pattern.match(data, start)
-    return start if found is None else found.end()
+    assert found is not None
+    return found.end()
 
 
 _GRAMMAR = _grammar(nul_is_error=sys.version_info < (3, 11), possessive=sys.version_info >= (3, 11))
@@ -493,11 +505,10 @@ class _RecordScan:
     def _consume_to(self, end: int) -> None:
         """Check ``buf[pos:end]`` decodes, count its lines, move past it."""
         buf, start = self._buf, self._pos
-        if end > start:
-            self._check_utf8(buf, start, end)
-            self._lines.add(buf, start, end)
-            self.size += end - start
-            self._pos = end
+        self._check_utf8(buf, start, end)
+        self._lines.add(buf, start, end)
+        self.size += end - start
+        self._pos = end
 
     def _check_utf8(self, buf: bytes, start: int, end: int, *, final: bool = False) -> None:
         held = len(self._utf8.getstate()[0])  # a character's first bytes, from before
@@ -510,16 +521,18 @@ class _RecordScan:
             detail = f"0x{exc.object[exc.start]:02x}"
             raise MalformedRecord(NOT_UTF8, lines.breaks + 1, detail) from None
 
+    def _check_utf8_at_end(self) -> None:
+        """A character cut short by the end of the data fails, as the text wrapper's would."""
+        self._check_utf8(b"", 0, 0, final=True)
+
     def _whole_fields(self) -> int:
         """Consume complete ``field,`` units in the buffer in one go (3.11+); how many."""
-        grammar = self._grammar
-        if grammar.fields is None or grammar.field is None or self._peek() is None:
+        bulk = self._grammar.bulk
+        if bulk is None or self._peek() is None:
             return 0
-        start = self._pos
-        end = _match_end(grammar.fields, self._buf, start)
-        if end == start:
-            return 0
-        count = grammar.field.subn(b"", self._buf[start:end])[1]
+        buf, start = self._buf, self._pos
+        end = _match_end(bulk.fields, buf, start)
+        count = sum(1 for _ in bulk.field.finditer(buf, start, end))
         self._consume_to(end)
         return count
 
@@ -582,8 +595,8 @@ class _RecordScan:
         """Consume the line ending (if any) after the last field; the record's lines."""
         byte = self._peek()
         if byte is None:
-            self._check_utf8(b"", 0, 0, final=True)
-            return self._lines.breaks + (0 if self._lines.at_line_start else 1)
+            self._check_utf8_at_end()
+            return self._lines.lines
         self._take(1)
         if byte == _CR and self._peek() == _LF:
             self._take(1)
@@ -597,13 +610,12 @@ class _RecordScan:
             self._consume_to(end)
             if end < len(self._buf):
                 break
-        self._check_utf8(b"", 0, 0, final=True)
+        self._check_utf8_at_end()
         raise MalformedRecord(CSV_SYNTAX, line, message)
 
     def _fail_at_end(self) -> NoReturn:
-        self._check_utf8(b"", 0, 0, final=True)
-        line = self._lines.breaks + (0 if self._lines.at_line_start else 1)
-        raise MalformedRecord(CSV_SYNTAX, line, _UNEXPECTED_EOF)
+        self._check_utf8_at_end()
+        raise MalformedRecord(CSV_SYNTAX, self._lines.lines, _UNEXPECTED_EOF)
 
 
 def validate_header(columns: list[str]) -> None:
@@ -691,9 +703,13 @@ def key_of(source: str, row: int) -> Item:
 
 
 def to_item(source: str, row: int, columns: list[str], cells: list[str]) -> Item:
-    """Build the item: every column an attribute, blanks as NULL, no type guessing."""
+    """Build the item: every column an attribute, blanks as NULL, no type guessing.
+
+    ``cells`` must be as many as ``columns`` (a record of another width is a
+    rejection, never an item): a mismatch raises ``ValueError``.
+    """
     item = key_of(source, row)
-    for name, cell in zip(columns, cells, strict=False):
+    for name, cell in zip(columns, cells, strict=True):
         item[name] = {"NULL": True} if cell == "" else {"S": cell}
     return item
 
