@@ -19,17 +19,17 @@ and a pyproject.toml holding only mutmut's and pytest's settings. The harness
 (Hypothesis profiles, the contract oracle) comes from the installed package.
 
 By default every module but ``parsing`` is mutated: about 5 minutes with
-one mutant at a time on 2 busy cores. ``parsing`` alone has over 900 mutants,
-and each one that survives reruns the parsing properties; with it the run
-takes about an hour there, so it is asked for by name (``--module parsing``
-or ``--all``).
+one mutant at a time on 2 busy cores. ``parsing`` alone has about 880 mutants,
+and each one reruns the parsing tests and properties that reach it: about
+17 minutes on 2 cores, so it is asked for by name (``--module parsing`` or
+``--all``).
 
 Hypothesis runs the ``mutation`` profile (:mod:`harness.profiles`): few,
 derandomized examples, so each mutant costs seconds and the score is the
 same on every run.
 
     python -m tools.mutation                       # every module but parsing
-    python -m tools.mutation --all                 # parsing too (about an hour)
+    python -m tools.mutation --all                 # parsing too (about 20 minutes)
     python -m tools.mutation --module versions     # one module
     cd build/mutation && mutmut show <mutant>      # the diff of a survivor
 """
