@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
+from test_faults import FAULT_WRAPPER
 
 from harness.pytest_plugin import DeployedPipeline, stack_fixture
-
-FAULT_MODULE = Path(__file__).with_name("fault_injection.py")
 
 #: Fewer retries than Lambda's default of 2 keep the test short.
 MAX_RETRY_ATTEMPTS = 1
@@ -29,8 +27,7 @@ MAX_RETRY_ATTEMPTS = 1
 #: The function with ``fault_injection`` wrapped around it, one retry, own names.
 failing_stack = stack_fixture(
     prefix="dead-letters",
-    handler="fault_injection.lambda_handler",
-    extra_files={"fault_injection.py": FAULT_MODULE},
+    **FAULT_WRAPPER,
     timeout_s=10,
     max_retry_attempts=MAX_RETRY_ATTEMPTS,
 )

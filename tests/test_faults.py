@@ -488,16 +488,18 @@ def test_a_late_event_for_an_overwritten_version_changes_nothing(
 ROWS_PER_INVOCATION = 500
 
 
-#: The function with ``fault_injection`` wrapped around it, own names, small budgets.
-#: A short timeout keeps the hang test short; ``ROWS_PER_INVOCATION`` makes
-#: continuations happen at the same records on every machine.
-#: What every fault stack shares: the wrapper as handler, quiet progress logs.
-FAULT_STACK: dict[str, Any] = {
+#: The function with ``fault_injection`` wrapped around it (test_dead_letters' too).
+FAULT_WRAPPER: dict[str, Any] = {
     "handler": "fault_injection.lambda_handler",
     "extra_files": {"fault_injection.py": FAULT_MODULE},
-    "progress_every": 1000,
 }
 
+#: What this module's fault stacks share: the wrapper, quiet progress logs.
+FAULT_STACK: dict[str, Any] = {**FAULT_WRAPPER, "progress_every": 1000}
+
+#: The wrapped function under its own names, with small budgets. A short
+#: timeout keeps the hang test short; ``ROWS_PER_INVOCATION`` makes
+#: continuations happen at the same records on every machine.
 faulty = stack_fixture(
     prefix="faults",
     **FAULT_STACK,

@@ -149,31 +149,28 @@ def test_line_counter_counts_cr_lf_and_crlf_once_each() -> None:
     assert (counter.breaks, counter.lines) == (2, 3)
 
 
-def test_a_long_record_is_read_a_chunk_at_a_time() -> None:
-    """Skipping a record never asks the body for more than a chunk (``read(None)`` is all)."""
-    sizes: list[int | None] = []
-
-    class Body(io.BytesIO):
-        def read(self, size: int | None = -1) -> bytes:
-            sizes.append(size)
-            return super().read(size)
-
-    body = b"a,b\n" + b"x" * 5_000 + b",1\n1,2\n"
-    lines = parsing.LineReader(Body(body), chunk_size=64)
-    outcomes = list(parsing.CsvDocument(lines, "b/k", record_limit=100))
-    assert [type(o).__name__ for o in outcomes] == ["Rejection", "Record"]
-    assert len(sizes) > 5_000 // 64 and set(sizes) == {64}
-
-
 class CountingBody(io.BytesIO):
-    """A body that remembers how many bytes were read from it."""
+    """A body that remembers the sizes asked for and how many bytes it handed out."""
 
-    taken = 0
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.sizes: list[int | None] = []
+        self.taken = 0
 
     def read(self, size: int | None = -1) -> bytes:
+        self.sizes.append(size)
         data = super().read(size)
         self.taken += len(data)
         return data
+
+
+def test_a_long_record_is_read_a_chunk_at_a_time() -> None:
+    """Skipping a record never asks the body for more than a chunk (``read(None)`` is all)."""
+    body = CountingBody(b"a,b\n" + b"x" * 5_000 + b",1\n1,2\n")
+    lines = parsing.LineReader(body, chunk_size=64)
+    outcomes = list(parsing.CsvDocument(lines, "b/k", record_limit=100))
+    assert [type(o).__name__ for o in outcomes] == ["Rejection", "Record"]
+    assert len(body.sizes) > 5_000 // 64 and set(body.sizes) == {64}
 
 
 @pytest.mark.parametrize("lines_before", [0, 3])
