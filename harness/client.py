@@ -309,8 +309,9 @@ class PipelineClient:
         match: str | Callable[[str], bool],
         what: str | None = None,
         timeout: float = 60.0,
+        count: int = 1,
     ) -> list[str]:
-        """Every log line from ``since_ms`` on, once one matches.
+        """Every log line from ``since_ms`` on, once ``count`` of them match.
 
         ``match`` is a text the line contains, or a predicate. A log line
         arrives when its invocation has ended, a little after the table
@@ -321,12 +322,13 @@ class PipelineClient:
         deadline = time.monotonic() + timeout
         while True:
             lines = self.log_lines_since(since_ms)
-            if any(found(line) for line in lines):
+            if sum(map(found, lines)) >= count:
                 return lines
             if time.monotonic() >= deadline:
+                times = f" ({count} lines)" if count > 1 else ""
                 raise IngestionError(
-                    f"timed out after {timeout:.0f}s waiting for "
-                    f"{what or repr(match)} in {self.config.log_group}\n" + "\n".join(lines[-80:])
+                    f"timed out after {timeout:.0f}s waiting for {what or repr(match)}{times} "
+                    f"in {self.config.log_group}\n" + "\n".join(lines[-80:])
                 )
             time.sleep(0.1)
 

@@ -88,14 +88,14 @@ def test_an_event_failing_every_retry_lands_in_the_failed_events_queue(
     assert failed["responseContext"]["functionError"], failed
 
     # The first attempt and every retry ran, and no more: each failed at GetObject
-    # (before "Starting") and recorded why. The log of an invocation is written
-    # when it ends, so all are there once the event has been given up on.
-    lines = client.log_lines_since(since)
+    # (before "Starting") and recorded why. An invocation's lines are written
+    # when it ends, which may be after the event reached the queue.
     attempts = 1 + MAX_RETRY_ATTEMPTS
+    source = client.source(key)
+    lines = client.wait_for_log(since, f"FAILED {source}:", count=attempts)
     assert sum("FAULT getobject-always: GetObject fails" in line for line in lines) == attempts, (
         lines
     )
-    source = client.source(key)
     failed = [line for line in lines if f"FAILED {source}:" in line]
     assert len(failed) == attempts and all("cannot read object" in line for line in failed), lines
 

@@ -708,7 +708,10 @@ def test_a_second_upload_during_the_first_wins_and_rows_never_mix(
     assert in_flight is not None and in_flight["status"] == "PROCESSING", in_flight
     second_etag = pipeline.upload(key, second)
     pipeline.wait_for_manifest(key, second_etag, 60)
-    lines = pipeline.wait_for_log(since, f"Handing {source} over", 60)
+    # Each invocation's lines arrive when it ends: the second version's may come
+    # after its manifest, and either invocation may end first.
+    pipeline.wait_for_log(since, f"Finished {source}", timeout=60)
+    lines = pipeline.wait_for_log(since, f"Handing {source} over", timeout=60)
     assert any(f"Asked the invocation writing {source}" in line for line in lines), lines[-40:]
     assert not any(f"Finished {source}: 2997" in line for line in lines), lines[-40:]
     assert_exactly(pipeline, key, second, second_etag)

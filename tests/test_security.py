@@ -240,7 +240,9 @@ def test_the_pipeline_works_under_its_least_privilege_role(
     assert shorter.status == "COMPLETE" and [r["row"] for r in shorter.rows] == list(range(1, 11))
     bad = client.ingest("bad.csv", b"a,a\n1,2\n", timeout=60)
     assert bad.status == "FAILED" and bad.manifest["error_code"] == "DUPLICATE_COLUMN"
-    lines = client.log_lines_since(since)
+    # The lines of the shorter version's last invocation may arrive after its
+    # manifest: wait until both versions' "Finished" lines are in.
+    lines = client.wait_for_log(since, f"Finished {client.source('long.csv')}", count=2)
     assert any(f"Continuing {client.source('long.csv')}" in line for line in lines)
     assert any(f"Resuming clean-up of {client.source('long.csv')}" in line for line in lines)
     assert not [line for line in lines if "AccessDenied" in line or "Forbidden" in line]

@@ -219,9 +219,7 @@ def test_objects_without_the_csv_suffix_are_ignored(
     # marker has ended, one for the .txt (announced first) would have too.
     marker = pipeline.ingest(unique_key, b"a\n1\n")
     assert_complete(marker, 1)
-    lines = pipeline.wait_for_log(
-        since, lambda line: line.startswith("REPORT RequestId"), "an invocation's end"
-    )
+    lines = pipeline.wait_for_log(since, f"Finished {pipeline.source(unique_key)}")
     assert pipeline.manifest(key) is None
     assert not any(key in line for line in lines), lines
 
