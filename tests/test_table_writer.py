@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from csv_pipeline import aws
 from csv_pipeline.parsing import key_of, to_item
 from csv_pipeline.table_writer import BATCH_LIMIT, BatchWriter, OutOfTime, UnprocessedItemsError
 from csv_pipeline.wire import PreSerializedBatchWriter
@@ -312,16 +313,26 @@ def test_nothing_is_sent_or_slept_past_the_deadline() -> None:
 # -- the pre-serialized client --------------------------------------------------------
 
 
-def captured_bodies(client: Any) -> list[bytes]:
-    """Answer every request locally, keeping the bodies botocore would have sent."""
-    bodies: list[bytes] = []
+def answer_locally(client: Any, seen: Callable[[Any], None]) -> None:
+    """Answer every BatchWriteItem locally, showing ``seen`` each request as it would be sent."""
 
     def answer(request: Any, **_: Any) -> AWSResponse:
-        bodies.append(request.body if isinstance(request.body, bytes) else request.body.read())
+        seen(request)
         raw = type("Raw", (), {"stream": lambda self, **_: iter([b"{}"])})()
         return AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.0"}, raw)
 
     client.meta.events.register("before-send.dynamodb.BatchWriteItem", answer)
+
+
+def captured_bodies(client: Any) -> list[bytes]:
+    """Answer every request locally, keeping the bodies botocore would have sent."""
+    bodies: list[bytes] = []
+    answer_locally(
+        client,
+        lambda request: bodies.append(
+            request.body if isinstance(request.body, bytes) else request.body.read()
+        ),
+    )
     return bodies
 
 
@@ -365,6 +376,20 @@ def test_pre_serialized_client_sends_plain_calls_unchanged() -> None:
     assert json.loads(sent[0]) == {
         "RequestItems": {TABLE: [{"DeleteRequest": {"Key": key_of("s", 1)}}]}
     }
+
+
+def test_the_row_client_sends_a_user_agent_built_once() -> None:
+    """Not botocore's standard one, which it rebuilds twice for every request."""
+    fast_client = dynamodb_client(**aws.row_writer_settings(2.0, 3))
+    agents: list[str] = []
+    answer_locally(
+        fast_client, lambda request: agents.append(str(request.headers["User-Agent"], "utf-8"))
+    )
+    writer = PreSerializedBatchWriter(fast_client)
+    for row in (1, 2):
+        writer.batch_write_item(RequestItems={TABLE: [{"PutRequest": {"Item": item(row)}}]})
+    first, second = agents
+    assert first == second and first.startswith(f"{aws.ROW_USER_AGENT} "), agents
 
 
 def test_a_throttled_partition_that_takes_a_little_each_time_gets_everything_written() -> None:

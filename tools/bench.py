@@ -56,6 +56,7 @@ from typing import Any
 import boto3
 from boto3.dynamodb.types import TypeDeserializer
 
+from csv_pipeline.aws import row_writer_settings
 from csv_pipeline.parsing import MAX_ITEM_BYTES, Item, Record, parse_bytes
 from csv_pipeline.table_writer import BatchWriter
 from csv_pipeline.wire import PreSerializedBatchWriter
@@ -78,6 +79,10 @@ TARGET_SHAPE_RSS_GROWTH_MB = 64.0
 #: Batches the function keeps in flight when ``WRITE_CONCURRENCY`` is unset
 #: (the default of ``csv_pipeline.settings.write_concurrency``).
 LAMBDA_WRITE_CONCURRENCY = 4
+
+#: Each write request's time bound in the function under the bench stack's
+#: 900 s timeout (``csv_pipeline.settings.Deadline``: half its 10 s margin).
+ROW_REQUEST_SECONDS = 5.0
 
 DEFAULT_ROWS = (10_000, 100_000)
 DEFAULT_RSS = (
@@ -537,9 +542,7 @@ class Bench:
         self.row_writer = PreSerializedBatchWriter(
             endpoint.client(
                 "dynamodb",
-                retries={"mode": "standard", "total_max_attempts": 1},
-                parameter_validation=False,
-                max_pool_connections=self.concurrency + 2,
+                **row_writer_settings(ROW_REQUEST_SECONDS, self.concurrency + 2),
             )
         )
 
