@@ -447,14 +447,7 @@ def test_the_same_event_delivered_twice_at_once_gives_the_table_of_one_delivery(
     def ended(line: str) -> bool:
         return finished in line or any(text in line for text in stood_aside)
 
-    lines: list[str] = []
-
-    def both_ended() -> bool:
-        nonlocal lines
-        lines = pipeline.log_lines_since(since)
-        return sum(ended(line) for line in lines) >= 2
-
-    wait_for(both_ended, 180, "both deliveries to end")
+    lines = pipeline.wait_for_log(since, ended, "both deliveries to end", timeout=180, count=2)
     assert sum(finished in line for line in lines) == 1, "exactly one delivery wrote the rows"
 
     strip = lambda rows: [{k: v for k, v in r.items() if k != "source"} for r in rows]  # noqa: E731
