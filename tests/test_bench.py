@@ -27,8 +27,10 @@ from tools.bench import (
     RssResult,
     SizeResult,
     big_row_csv,
+    bracket,
     finished_at,
     format_report,
+    measure_size,
     no_newline_csv,
     parse_rss_case,
     parse_size,
@@ -278,9 +280,57 @@ def test_the_ratio_is_the_median_of_the_pairs_ratios() -> None:
     data = result.to_json()
     assert data["ceiling_ratio"] == 0.8
     assert data["ceiling_ratio_pairs"] == [0.8, 0.7, 0.923]
-    assert "pipeline / ceiling of each pair: 0.80 0.70 0.92 (median counts)" in format_report(
-        result
-    )
+    report = format_report(result)
+    assert "each pipeline run / the ceiling runs around it: 0.80 0.70 0.92 (median" in report
+
+
+def test_each_pipeline_run_is_set_against_the_ceilings_around_it() -> None:
+    # The machine slows steadily: 10, 12, 14 s for the same ceiling. Pipeline
+    # runs that take 1/0.9 of the ceiling at their moment give exactly 0.9,
+    # whichever ceiling run a pair would have had.
+    pairs = bracket([10.0, 12.0, 14.0], [11.0 / 0.9, 13.0 / 0.9])
+    assert [ceiling for ceiling, _ in pairs] == [11.0, 13.0]
+    assert [ceiling / pipeline for ceiling, pipeline in pairs] == pytest.approx([0.9, 0.9])
+    with pytest.raises(ValueError, match="either side"):
+        bracket([10.0, 12.0], [11.0, 13.0])
+
+
+def test_ceiling_and_pipeline_runs_alternate_starting_and_ending_with_a_ceiling() -> None:
+    class Recording:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+            self.seconds = iter([100.0, 10.0, 12.0, 20.0, 14.0, 30.0, 16.0, 40.0])
+
+        def raw(self, key: str, body: bytes) -> float:
+            self.calls.append(f"raw {key}")
+            return next(self.seconds)
+
+        def ceiling(self, key: str, body: bytes) -> float:
+            self.calls.append(f"ceiling {key}")
+            return next(self.seconds)
+
+        def pipeline(self, key: str, body: bytes, expected: Expected) -> float:
+            assert expected == Expected(10)
+            self.calls.append(f"pipeline {key}")
+            return next(self.seconds)
+
+    bench = Recording()
+    size = measure_size(bench, 10, repeat=3)  # type: ignore[arg-type]
+    assert bench.calls == [
+        "raw raw-10.csv",
+        "ceiling ceiling-10-1.csv",
+        "pipeline pipeline-10-1.csv",
+        "ceiling ceiling-10-2.csv",
+        "pipeline pipeline-10-2.csv",
+        "ceiling ceiling-10-3.csv",
+        "pipeline pipeline-10-3.csv",
+        "ceiling ceiling-10-4.csv",
+    ]
+    assert size.pairs == ((15.0, 12.0), (25.0, 14.0), (35.0, 16.0))
+    assert size.raw_rows_per_s == pytest.approx(0.1)
+    assert size.ceiling_rows_per_s == pytest.approx(10 / 25.0)  # median of 10, 20, 30, 40 s
+    assert size.pipeline_rows_per_s == pytest.approx(10 / 14.0)
+    assert size.ceiling_ratio == pytest.approx(25.0 / 14.0)
 
 
 def test_finished_at_is_read_as_unix_time() -> None:

@@ -17,12 +17,14 @@ ratio of figures taken minutes apart on the same endpoint. For each file size:
 * **ceiling ratio** — pipeline ÷ ceiling, the figure the target is set on
   (the largest size is the headline); pipeline ÷ raw is reported too.
 
-Ceiling and pipeline run in pairs, one right after the other (which one goes
-first alternates), and the ratio is the median of the pairs' ratios. This
+Ceiling and pipeline runs alternate, starting and ending with a ceiling
+(C P C P ... P C), and each pipeline run is set against the mean of the two
+ceiling runs that bracket it; the ratio is the median of those ratios. This
 machine's speed drifts by a third within a minute (the same CPU loop takes
-0.39-0.76 s); a pair sees nearly the same speed for both halves, while the
-fastest ceiling and the fastest pipeline of a run may come from different
-minutes.
+0.39-0.76 s): a pipeline run and the ceiling runs on either side of it see
+nearly the same machine, and a steady drift over the three cancels out,
+while the fastest ceiling and the fastest pipeline of a run may come from
+different minutes.
 
 Each measurement writes its own source, so none of them pays for another's
 partition. Then, for a list of cases (``--rss``):
@@ -351,13 +353,14 @@ def _positive_int(text: str) -> int:
 
 @dataclass
 class SizeResult:
-    """One file size's figures; ceiling and pipeline rows/s are medians over the pairs."""
+    """One file size's figures; ceiling and pipeline rows/s are medians over their runs."""
 
     rows: int
     raw_rows_per_s: float
     ceiling_rows_per_s: float
     pipeline_rows_per_s: float
-    #: Each pair's (ceiling seconds, pipeline seconds), in the order they ran.
+    #: Each pipeline run's (ceiling seconds, pipeline seconds), in the order they ran;
+    #: the ceiling is the mean of the two ceiling runs on either side of it.
     pairs: tuple[tuple[float, float], ...] = ()
 
     @property
@@ -370,7 +373,7 @@ class SizeResult:
 
     @property
     def ceiling_ratio(self) -> float:
-        """The median of the pairs' pipeline ÷ ceiling (without pairs: of the medians)."""
+        """The median of the runs' pipeline ÷ bracketing ceiling (without pairs: of the medians)."""
         if self.pairs:
             return statistics.median(self.pair_ratios)
         return self.pipeline_rows_per_s / self.ceiling_rows_per_s
@@ -473,7 +476,8 @@ def format_report(result: BenchResult) -> str:
         if len(s.pairs) > 1:
             ratios = " ".join(f"{r:.2f}" for r in s.pair_ratios)
             out.append(
-                f"{s.rows:>9,} rows, pipeline / ceiling of each pair: {ratios} (median counts)"
+                f"{s.rows:>9,} rows, each pipeline run / the ceiling runs around it: {ratios} "
+                "(median counts)"
             )
     out.append(f"target: pipeline / ceiling >= {TARGET_CEILING_RATIO} (largest file)")
     if result.rss:
@@ -675,31 +679,39 @@ def measure_startup(
 def measure_size(bench: Bench, rows: int, repeat: int = 1) -> SizeResult:
     """Raw, ceiling and pipeline for one file size, each into a source of its own.
 
-    Ceiling and pipeline run as ``repeat`` pairs, back to back, the ceiling
-    first in odd pairs and the pipeline first in even ones, so neither side
-    always follows the other's load. Rows/s are medians; the ratio is the
-    median of the pairs' ratios (see the module docstring for why).
+    ``repeat`` pipeline runs, each bracketed by ceiling runs (C P C ... P C:
+    ``repeat + 1`` of them) and set against their mean, so a steady drift of
+    the machine's speed over the three cancels. Rows/s are medians; the ratio
+    is the median of the bracketed ratios (see the module docstring for why).
     """
     body = sample_csv(rows)
     _say(f"{rows:,} rows: raw batch_writer ...")
     raw = bench.raw(f"raw-{rows}.csv", body)
-    pairs: list[tuple[float, float]] = []
+    _say(f"{rows:,} rows: ceiling 1 of {repeat + 1} ...")
+    ceilings = [bench.ceiling(f"ceiling-{rows}-1.csv", body)]
+    pipelines: list[float] = []
     for run in range(1, repeat + 1):
-        _say(f"{rows:,} rows: pair {run} of {repeat}: ceiling and pipeline ...")
-        ceiling_key, pipeline_key = f"ceiling-{rows}-{run}.csv", f"pipeline-{rows}-{run}.csv"
-        if run % 2:
-            ceiling = bench.ceiling(ceiling_key, body)
-            pipeline = bench.pipeline(pipeline_key, body, Expected(rows))
-        else:
-            pipeline = bench.pipeline(pipeline_key, body, Expected(rows))
-            ceiling = bench.ceiling(ceiling_key, body)
-        pairs.append((ceiling, pipeline))
+        _say(f"{rows:,} rows: pipeline {run} of {repeat}, ceiling {run + 1} of {repeat + 1} ...")
+        pipelines.append(bench.pipeline(f"pipeline-{rows}-{run}.csv", body, Expected(rows)))
+        ceilings.append(bench.ceiling(f"ceiling-{rows}-{run + 1}.csv", body))
     return SizeResult(
         rows,
         rows / raw,
-        rows / statistics.median(c for c, _ in pairs),
-        rows / statistics.median(p for _, p in pairs),
-        tuple(pairs),
+        rows / statistics.median(ceilings),
+        rows / statistics.median(pipelines),
+        bracket(ceilings, pipelines),
+    )
+
+
+def bracket(
+    ceilings: Sequence[float], pipelines: Sequence[float]
+) -> tuple[tuple[float, float], ...]:
+    """Each pipeline run with the mean of the ceiling runs just before and after it."""
+    if len(ceilings) != len(pipelines) + 1:
+        raise ValueError("every pipeline run needs a ceiling run on either side")
+    return tuple(
+        ((before + after) / 2, pipeline)
+        for before, pipeline, after in zip(ceilings[:-1], pipelines, ceilings[1:], strict=True)
     )
 
 
@@ -788,8 +800,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=5,
         metavar="N",
         help=(
-            "pairs of ceiling and pipeline runs per size, back to back; the ratio is the "
-            "median of the pairs' ratios (default 5)"
+            "pipeline runs per size, each between two ceiling runs (N+1 of them); the ratio "
+            "is the median of each pipeline run's ratio to the mean of its two ceilings "
+            "(default 5)"
         ),
     )
     parser.add_argument("--json", action="store_true", help="end with one line of JSON")
