@@ -173,6 +173,11 @@ _LIMIT = ITEM_LIMIT_BYTES
 @example(rows=SizedRows(("big",), tuple(_LIMIT - n for n in range(25)), ("x", "\u00e9", ","))).via(
     "25 items near the limit: one BatchWriteItem of about 10 MB"
 )
+@example(
+    rows=SizedRows(
+        ("\u3000_row\u3000",), (412_859,), ('"',), dialect=Dialect(quote_all=True, bom=True)
+    )
+).via("a 400 KB field of doubled quotes, which Python 3.11.0-3.11.4's possessive regexes misread")
 @given(rows=sized_rows(max_records=2))
 @bounded_shrinking()
 def test_items_are_judged_to_the_byte(pipeline: PipelineClient, rows: SizedRows) -> None:

@@ -391,7 +391,7 @@ class _Grammar:
 
     Python 3.10's csv refuses NUL ("line contains NUL") anywhere; 3.11+ takes
     it as a character. ``bulk`` takes a run of complete ``field,`` units in
-    one call; it needs possessive quantifiers (3.11+), without which the
+    one call; it needs possessive quantifiers (3.11.5+), without which the
     regex engine keeps state for every repetition. Without it the scan goes
     field by field: the same results, slower on a record of many tiny fields.
     """
@@ -430,7 +430,12 @@ def _match_end(pattern: re.Pattern[bytes], data: bytes, start: int) -> int:
     return found.end()
 
 
-_GRAMMAR = _grammar(nul_is_error=sys.version_info < (3, 11), possessive=sys.version_info >= (3, 11))
+#: Possessive quantifiers came in 3.11, but before 3.11.5 they can match
+#: wrongly (CPython gh-106052): 3.11.2 read a 400 KB quoted field of doubled
+#: quotes as "unexpected end of data". Those releases scan field by field.
+_GRAMMAR = _grammar(
+    nul_is_error=sys.version_info < (3, 11), possessive=sys.version_info >= (3, 11, 5)
+)
 
 
 class _RecordScan:
