@@ -319,15 +319,35 @@ class PipelineClient:
         after ``timeout`` seconds.
         """
         found = (lambda line: match in line) if isinstance(match, str) else match
+        times = f" ({count} lines)" if count > 1 else ""
+        return self.wait_for_lines(
+            since_ms,
+            lambda lines: sum(map(found, lines)) >= count,
+            f"{what or repr(match)}{times}",
+            timeout,
+        )
+
+    def wait_for_lines(
+        self,
+        since_ms: int,
+        complete: Callable[[list[str]], bool],
+        what: str,
+        timeout: float = 60.0,
+    ) -> list[str]:
+        """Every log line from ``since_ms`` on, once ``complete`` holds for them.
+
+        For a condition on the log as a whole, where no one line says it: the
+        lines of each invocation arrive when it ends, and invocations that
+        overlap may end in any order.
+        """
         deadline = time.monotonic() + timeout
         while True:
             lines = self.log_lines_since(since_ms)
-            if sum(map(found, lines)) >= count:
+            if complete(lines):
                 return lines
             if time.monotonic() >= deadline:
-                times = f" ({count} lines)" if count > 1 else ""
                 raise IngestionError(
-                    f"timed out after {timeout:.0f}s waiting for {what or repr(match)}{times} "
+                    f"timed out after {timeout:.0f}s waiting for {what} "
                     f"in {self.config.log_group}\n" + "\n".join(lines[-80:])
                 )
             time.sleep(0.1)

@@ -539,7 +539,9 @@ def test_a_file_longer_than_one_invocation_is_continued(faulty: PipelineClient) 
     etag = faulty.upload(key, body)
     faulty.wait_for_manifest(key, etag, 180)
     source = faulty.source(key)
-    lines = faulty.wait_for_log(since, f"Finished {source}")
+    lines = faulty.wait_for_lines(
+        since, chain_ended(source, etag, f"Finished {source}"), "every invocation's lines"
+    )
     assert sum(f"Starting {source}" in line for line in lines) == 1
     handed_on = [line for line in lines if f"Continuing {source} in a new invocation" in line]
     assert len(handed_on) >= 4, lines[-40:]  # after 500, 1,000, 1,500 and 2,000 records
@@ -552,6 +554,65 @@ def cleanup_rows_resumed_after(lines: list[str], source: str) -> list[int]:
     return [int(line.split(prefix)[1].split()[0]) for line in lines if prefix in line]
 
 
+def chain_ended(source: str, etag: str, end: str) -> Callable[[list[str]], bool]:
+    """Whether the log holds every invocation of one version, start to ``end``.
+
+    Each invocation's lines arrive when it ends, and one that hands on ends
+    after its successor has begun, so the last line of a chain can come
+    before the lines of the invocation that handed over to it — and a mark
+    taken just after an earlier version's manifest still catches that
+    version's last lines. The chain is whole once its first invocation is
+    in, ``end`` is in, and every point it was handed on at was resumed from.
+    """
+    name = re.escape(source)
+    handed_on = re.compile(
+        rf"Continuing {name} in a new invocation after "
+        rf"(?:record (\d+) \(byte (\d+)|clean-up row (\d+))"
+    )
+    resumed = re.compile(
+        rf"Resuming (?:{name} \(etag \w+\) after record (\d+), byte (\d+)"
+        rf"|clean-up of {name} after row (\d+))"
+    )
+
+    def points(pattern: re.Pattern[str], lines: list[str]) -> set[tuple[str, ...]]:
+        return {match.groups() for line in lines if (match := pattern.search(line))}
+
+    def whole(lines: list[str]) -> bool:
+        started = any(f"Starting {source} (etag {etag}," in line for line in lines)
+        ended = any(end in line for line in lines)
+        return started and ended and points(handed_on, lines) <= points(resumed, lines)
+
+    return whole
+
+
+def test_a_chain_is_whole_only_once_every_invocation_of_the_version_is_in() -> None:
+    """The lines of a clean-up chain, as they can arrive: the old version's end first."""
+    source = "faults/none/f.csv"
+    old_end = f"INFO Finished {source}: 1499 rows written, 1 rejected"
+    first = [
+        f"INFO Starting {source} (etag e2, 230 bytes)",
+        f"INFO Continuing {source} in a new invocation after clean-up row 500",
+    ]
+    second = [
+        f"INFO Resuming clean-up of {source} after row 500",
+        f"INFO Continuing {source} in a new invocation after clean-up row 1001",
+    ]
+    last = [
+        f"INFO Resuming clean-up of {source} after row 1001",
+        f"INFO Finished {source}: 10 rows written, 0 rejected",
+    ]
+    whole = chain_ended(source, "e2", f"Finished {source}: 10 rows written")
+    assert whole([old_end, *first, *last, *second])
+    assert not whole([old_end, *first, *last])  # the middle invocation's lines still to come
+    assert not whole([old_end, *second, *last])  # the first one's still to come
+    assert not whole([old_end, *first, *second])
+    records = chain_ended(source, "e2", f"Finished {source}")
+    handed = f"INFO Continuing {source} in a new invocation after record 500 (byte 12297 of 38311)"
+    resumed = f"INFO Resuming {source} (etag e2) after record 500, byte 12297 of 38311"
+    assert records([first[0], handed, resumed, last[1]])
+    assert not records([first[0], handed, resumed.replace("12297", "12298"), last[1]])
+
+
 @pytest.mark.e2e
 def test_a_clean_up_longer_than_one_invocation_resumes_where_it_stopped(
     faulty: PipelineClient,
@@ -560,11 +621,15 @@ def test_a_clean_up_longer_than_one_invocation_resumes_where_it_stopped(
     key = f"faults/none/{uuid.uuid4().hex}.csv"
     faulty.ingest(key, varied_csv(3 * ROWS_PER_INVOCATION, "long"), timeout=180)
     since = faulty.log_mark()
-    short = varied_csv(10, "short")
+    short_rows = 10
+    short = varied_csv(short_rows, "short")
     etag = faulty.upload(key, short)
     faulty.wait_for_manifest(key, etag, 180)
     source = faulty.source(key)
-    lines = faulty.wait_for_log(since, f"Finished {source}")
+    finished = f"Finished {source}: {short_rows} rows written"
+    lines = faulty.wait_for_lines(
+        since, chain_ended(source, etag, finished), "every invocation's lines"
+    )
     resumed = cleanup_rows_resumed_after(lines, source)
     assert len(resumed) >= 2 and resumed == sorted(set(resumed)), lines[-40:]
     assert resumed[0] >= ROWS_PER_INVOCATION - 10  # the first invocation's deletions held
@@ -584,9 +649,10 @@ def test_a_file_failing_late_removes_all_its_rows_across_invocations(
     assert manifest["status"] == "FAILED" and manifest["error_code"] == "NOT_UTF8", manifest
     assert (manifest["rows_written"], manifest["rows_rejected"]) == (0, 0)
     assert faulty.rows(key) == []
-    # The last invocation's lines arrive when it ends, a little after its manifest.
     source = faulty.source(key)
-    lines = faulty.wait_for_log(since, f"Ended {source}: FAILED")
+    lines = faulty.wait_for_lines(
+        since, chain_ended(source, etag, f"Ended {source}: FAILED"), "every invocation's lines"
+    )
     assert len(cleanup_rows_resumed_after(lines, source)) >= 2, lines[-40:]
 
 

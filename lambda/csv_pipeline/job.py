@@ -145,9 +145,9 @@ class Job:
     def _stream(self) -> bool:
         """Write records from the checkpoint on; True at the end of the object."""
         body = self._open()
+        self._log_start()  # also when the last invocation read to the end: say where this one is
         if body is None:
             return True
-        self._log_start()
         lines = LineReader(body, offset=self.checkpoint.offset)
         try:
             document = self._document(lines)
