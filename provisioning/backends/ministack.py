@@ -39,7 +39,10 @@ def ministack_available() -> bool:
 
 
 class MinistackBackend(Backend):
-    """Runs ``python -m ministack`` on a free loopback port.
+    """Runs ministack on a free loopback port, logging every Lambda line whole.
+
+    The server is :mod:`.ministack_server`: ``python -m ministack`` with each
+    invocation's log lines kept with that invocation, as on AWS.
 
     The server gets its own session (process group) so ``stop`` also ends
     the Lambda worker processes it spawns, and its own temporary directory
@@ -108,7 +111,7 @@ class MinistackBackend(Backend):
                 signals_held(signal.SIGINT, signal.SIGTERM),
             ):
                 self._process = subprocess.Popen(
-                    [sys.executable, "-m", "ministack"],
+                    [sys.executable, "-m", "provisioning.backends.ministack_server"],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
