@@ -31,6 +31,7 @@ from provisioning.backends import (
     LocalStackBackend,
     MinistackBackend,
     MinistackContainerBackend,
+    ministack_server,
     select_backend,
 )
 from provisioning.backends import container as container_module
@@ -280,6 +281,15 @@ def test_ministack_image_follows_the_installed_package(monkeypatch: pytest.Monke
     spec = MinistackContainerBackend().spec()
     assert (spec.port, spec.health_path, spec.volumes) == (4566, "/_ministack/health", ())
     assert spec.env["LAMBDA_EXECUTOR"] == "local"
+
+
+def test_the_ministack_container_keeps_each_invocations_log_lines_with_it() -> None:
+    """Its command is the host's log-keeping server, passed whole: no mount needed."""
+    container = MinistackContainerBackend().build_container(docker_client_kw=OFFLINE_CLIENT)
+    python, flag, source = container._command
+    assert (python, flag) == ("python", "-c")
+    assert source == Path(ministack_server.__file__).read_text("utf-8")
+    compile(source, "<command>", "exec")
 
 
 def test_offline_build_pins_ministack_and_a_matching_boto3() -> None:

@@ -90,6 +90,8 @@ class ContainerSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     #: ``(host path, container path, mode)`` bind mounts.
     volumes: tuple[tuple[str, str, str], ...] = ()
+    #: The command to run instead of the image's own (empty: the image's).
+    command: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     #: Exit code -> what the user should do about it.
     exit_hints: Mapping[int, str] = field(default_factory=dict)
@@ -336,6 +338,8 @@ class ContainerBackend(Backend):
         container.with_envs(**spec.env)
         for host_path, container_path, mode in spec.volumes:
             container.with_volume_mapping(host_path, container_path, mode)
+        if spec.command:
+            container.with_command(list(spec.command))
         return container.waiting_for(
             EmulatorReady(spec.port, spec.health_path, spec.ready).with_startup_timeout(
                 int(self.startup_timeout)

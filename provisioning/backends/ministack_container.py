@@ -5,14 +5,19 @@ filesystem per session, nothing installed on the host but Docker). The image
 tag follows the pinned ``ministack`` package so the container and the
 embedded emulator behave alike; ``python -m provisioning build-image`` builds
 that tag without a registry. Lambdas run in the container's own Python
-(MiniStack's local executor), so no Docker socket is mounted.
+(MiniStack's local executor), so no Docker socket is mounted. The server
+runs as :mod:`.ministack_server` does on the host (its source is the
+container's command: no mount, so a remote engine works too), so each
+invocation's log lines stay with it.
 """
 
 from __future__ import annotations
 
 import re
 from importlib import metadata
+from pathlib import Path
 
+from . import ministack_server
 from .base import DISTRIBUTION, BackendUnavailable, install_hint
 from .container import ContainerBackend, ContainerSpec
 from .ministack import SERVICES
@@ -72,4 +77,5 @@ class MinistackContainerBackend(ContainerBackend):
                 "SERVICES": SERVICES,
                 "LAMBDA_EXECUTOR": "local",
             },
+            command=("python", "-c", Path(ministack_server.__file__).read_text("utf-8")),
         )

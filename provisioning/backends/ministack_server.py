@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import queue
 import runpy
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -103,7 +104,10 @@ def lines_until_mark(
 def main() -> None:
     from ministack.core import lambda_runtime
 
-    patch(lambda_runtime)
+    try:
+        patch(lambda_runtime)
+    except UnsupportedMinistack as exc:  # another version, e.g. a user's image
+        print(f"ministack runs as shipped (its log lines may stray): {exc}", file=sys.stderr)
     runpy.run_module("ministack", run_name="__main__", alter_sys=True)
 
 
