@@ -606,6 +606,7 @@ def test_a_chain_is_whole_only_once_every_invocation_of_the_version_is_in() -> N
     assert not whole([old_end, *first, *last])  # the middle invocation's lines still to come
     assert not whole([old_end, *second, *last])  # the first one's still to come
     assert not whole([old_end, *first, *second])
+    assert not whole([old_end, *first, *second, last[0]])  # every hand-on met, no end yet
     records = chain_ended(source, "e2", f"Finished {source}")
     handed = f"INFO Continuing {source} in a new invocation after record 500 (byte 12297 of 38311)"
     resumed = f"INFO Resuming {source} (etag e2) after record 500, byte 12297 of 38311"
