@@ -189,33 +189,20 @@ class BatchWriter:
         requests = {self._table: batch}
         stalled, delay = 0, 0.0
         while True:
-            self._check_time(0.0)
-            if self._before_send is not None:
-                self._before_send()
             left = _count(requests)
-            try:
-                response = self._client.batch_write_item(RequestItems=requests)
-            except Exception as exc:
-                stalled += 1
-                if stalled >= self._max_attempts or not is_retryable(exc):
-                    raise
+            requests, error = self._attempt(requests)
+            if not requests:
+                return
+            # A failed call leaves every request: it counts as writing nothing.
+            stalled = 0 if _count(requests) < left else stalled + 1
+            if stalled >= self._max_attempts:
+                raise error or UnprocessedItemsError(
+                    f"{_count(requests)} write request(s) still unprocessed after "
+                    f"{self._max_attempts} attempts"
+                )
+            if error:
                 with self._lock:
                     self.retries += 1
-            else:
-                requests = response.get("UnprocessedItems") or {}
-                with self._lock:
-                    self.requests_sent += 1
-                    if requests:
-                        self.retries += 1
-                if not requests:
-                    return
-                moved = _count(requests) < left
-                stalled = 0 if moved else stalled + 1
-                if stalled >= self._max_attempts:
-                    raise UnprocessedItemsError(
-                        f"{_count(requests)} write request(s) still unprocessed after "
-                        f"{self._max_attempts} attempts"
-                    )
             if not delay:
                 delay = self._base_delay
             elif stalled:
@@ -223,6 +210,30 @@ class BatchWriter:
             pause = random.uniform(delay / 2, delay)
             self._check_time(pause)
             self._sleep(pause)
+
+    def _attempt(
+        self, requests: dict[str, list[dict[str, Any]]]
+    ) -> tuple[dict[str, list[dict[str, Any]]], Exception | None]:
+        """One BatchWriteItem: the requests left, and the error when the call failed.
+
+        Only an error worth sending the same requests again is returned; any
+        other is raised.
+        """
+        self._check_time(0.0)
+        if self._before_send is not None:
+            self._before_send()
+        try:
+            response = self._client.batch_write_item(RequestItems=requests)
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
+            return requests, exc
+        unprocessed = response.get("UnprocessedItems") or {}
+        with self._lock:
+            self.requests_sent += 1
+            if unprocessed:
+                self.retries += 1
+        return unprocessed, None
 
     def _check_time(self, delay: float) -> None:
         if self._give_up_at is not None and self._clock() + delay >= self._give_up_at:
