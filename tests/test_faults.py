@@ -539,9 +539,7 @@ def test_a_file_longer_than_one_invocation_is_continued(faulty: PipelineClient) 
     etag = faulty.upload(key, body)
     faulty.wait_for_manifest(key, etag, 180)
     source = faulty.source(key)
-    lines = faulty.wait_for_lines(
-        since, chain_ended(source, etag, f"Finished {source}"), "every invocation's lines"
-    )
+    lines = wait_for_chain(faulty, since, source, etag, f"Finished {source}")
     assert sum(f"Starting {source}" in line for line in lines) == 1
     handed_on = [line for line in lines if f"Continuing {source} in a new invocation" in line]
     assert len(handed_on) >= 4, lines[-40:]  # after 500, 1,000, 1,500 and 2,000 records
@@ -583,6 +581,17 @@ def chain_ended(source: str, etag: str, end: str) -> Callable[[list[str]], bool]
         return started and ended and points(handed_on, lines) <= points(resumed, lines)
 
     return whole
+
+
+def wait_for_chain(
+    client: PipelineClient, since: int, source: str, etag: str, end: str
+) -> list[str]:
+    """Every log line from ``since`` on, once :func:`chain_ended` holds for them."""
+    return client.wait_for_lines(
+        since,
+        chain_ended(source, etag, end),
+        f"every invocation of {source} (etag {etag}) up to {end!r}",
+    )
 
 
 def test_a_chain_is_whole_only_once_every_invocation_of_the_version_is_in() -> None:
@@ -628,9 +637,7 @@ def test_a_clean_up_longer_than_one_invocation_resumes_where_it_stopped(
     faulty.wait_for_manifest(key, etag, 180)
     source = faulty.source(key)
     finished = f"Finished {source}: {short_rows} rows written"
-    lines = faulty.wait_for_lines(
-        since, chain_ended(source, etag, finished), "every invocation's lines"
-    )
+    lines = wait_for_chain(faulty, since, source, etag, finished)
     resumed = cleanup_rows_resumed_after(lines, source)
     assert len(resumed) >= 2 and resumed == sorted(set(resumed)), lines[-40:]
     assert resumed[0] >= ROWS_PER_INVOCATION - 10  # the first invocation's deletions held
@@ -651,9 +658,7 @@ def test_a_file_failing_late_removes_all_its_rows_across_invocations(
     assert (manifest["rows_written"], manifest["rows_rejected"]) == (0, 0)
     assert faulty.rows(key) == []
     source = faulty.source(key)
-    lines = faulty.wait_for_lines(
-        since, chain_ended(source, etag, f"Ended {source}: FAILED"), "every invocation's lines"
-    )
+    lines = wait_for_chain(faulty, since, source, etag, f"Ended {source}: FAILED")
     assert len(cleanup_rows_resumed_after(lines, source)) >= 2, lines[-40:]
 
 
