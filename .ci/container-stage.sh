@@ -13,7 +13,7 @@
 # Does:
 #   1. installs docker.io when dockerd is missing (apt-get update first);
 #   2. starts dockerd when no engine answers, waits for it, and stops it on exit;
-#   3. builds the MiniStack image (python -m provisioning build-image) when the
+#   3. builds the MiniStack image (csv-pipeline build-image) when the
 #      tag is absent, installing debootstrap first if needed;
 #   4. runs `pytest -m "e2e or container" --aws-backend=ministack-container -n 2`
 #      (extra arguments are passed to pytest);
@@ -112,11 +112,11 @@ docker version --format 'engine {{.Server.Version}} (API {{.Server.APIVersion}})
 
 # 3. The MiniStack image, built offline when absent --------------------------
 IMAGE=$("$PYTHON" -c \
-  'from provisioning.backends import MinistackContainerBackend as B; print(B().image)')
+  'from csv_pipeline_harness.provisioning.backends import MinistackContainerBackend as B; print(B().image)')
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
   command -v debootstrap >/dev/null 2>&1 || { log "installing debootstrap"; apt_install debootstrap; }
   log "building $IMAGE offline"
-  "$PYTHON" -m provisioning build-image --tag "$IMAGE"
+  "$PYTHON" -m csv_pipeline_harness build-image --tag "$IMAGE"
 else
   log "$IMAGE is present"
 fi

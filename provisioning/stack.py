@@ -24,8 +24,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from csv_pipeline.aws import error_code
-
+from .aws_errors import error_code
 from .backends.base import Endpoint
 from .packaging import HANDLER, build_source_zip, build_zip, code_sha256
 from .policy import LAMBDA_TRUST_POLICY, function_policy
@@ -90,7 +89,7 @@ class StackConfig:
 
 @dataclass(frozen=True)
 class StackOutputs:
-    """What ``deploy`` built, as printed by ``python -m provisioning deploy``."""
+    """What ``deploy`` built, as printed by ``csv-pipeline deploy``."""
 
     endpoint_url: str | None
     region: str

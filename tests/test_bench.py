@@ -1,4 +1,4 @@
-"""``python -m provisioning bench``: its cases, its files, its report, and one quick run.
+"""``csv-pipeline bench``: its cases, its files, its report, and one quick run.
 
 Only that the command works and its figures hang together is tested here;
 the figures themselves are what the command is for (see README, Performance).
@@ -16,8 +16,8 @@ from processes import run
 
 from csv_pipeline import settings
 from csv_pipeline.parsing import MAX_ITEM_BYTES, Record, Rejection, parse_bytes
-from provisioning.cli import build_parser
-from tools.bench import (
+from csv_pipeline_harness.cli import build_parser
+from csv_pipeline_harness.devtools.bench import (
     BIG_ROW,
     DEFAULT_RSS,
     LAMBDA_WRITE_CONCURRENCY,
@@ -223,7 +223,7 @@ def test_ceiling_writes_with_the_lambdas_concurrency(monkeypatch: pytest.MonkeyP
 
 
 def test_the_finished_line_is_found() -> None:
-    from tools.bench import _FINISHED
+    from csv_pipeline_harness.devtools.bench import _FINISHED
 
     line = (
         "INFO Finished csv-bench-bucket/rss-big-row-1.csv: 2000 rows written, 1 rejected "
@@ -368,7 +368,7 @@ def test_bench_command_prints_a_table_and_ends_with_json() -> None:
         [
             sys.executable,
             "-m",
-            "provisioning",
+            "csv_pipeline_harness",
             "bench",
             "--backend",
             "ministack",

@@ -1,4 +1,4 @@
-"""``python -m provisioning``: the commands a person runs, run as a person would."""
+"""``csv-pipeline``: the commands a person runs, run as a person would."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from processes import run, spawned
 
-from provisioning.backends import MinistackBackend
-from provisioning.backends.ministack import free_port
-from provisioning.cli import format_table
-from provisioning.progress import ProgressBar, human_bytes
+from csv_pipeline_harness.cli import format_table
+from csv_pipeline_harness.progress import ProgressBar, human_bytes
+from csv_pipeline_harness.provisioning.backends import MinistackBackend
+from csv_pipeline_harness.provisioning.backends.ministack import free_port
 
-CLI = [sys.executable, "-m", "provisioning"]
+CLI = [sys.executable, "-m", "csv_pipeline_harness"]
 #: The CLI started the way pytest-xdist workers, nohup and some CI runners start
 #: their children: with SIGINT ignored (Python then installs no Ctrl-C handler).
 CLI_IGNORING_SIGINT = [
@@ -29,7 +29,7 @@ CLI_IGNORING_SIGINT = [
     "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
     "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
     "-m",
-    "provisioning",
+    "csv_pipeline_harness",
 ]
 AWS_ENV = {
     **os.environ,
@@ -194,7 +194,7 @@ PathFinder.find_spec = classmethod(find_spec)
 def test_the_cli_imports_no_optional_package_until_a_backend_needs_it() -> None:
     code = (
         "import sys\n"
-        "from provisioning import cli\n"
+        "from csv_pipeline_harness import cli\n"
         "cli.build_parser().parse_args(['deploy', '--endpoint-url', 'http://x'])\n"
         "print(sorted(m for m in ('docker', 'testcontainers', 'ministack') if m in sys.modules))"
     )
@@ -213,7 +213,8 @@ def test_the_cli_imports_no_optional_package_until_a_backend_needs_it() -> None:
 )
 def test_a_backend_whose_extra_is_missing_names_it(backend: str, extra: str) -> None:
     code = WITHOUT_EXTRAS + (
-        f"from provisioning.cli import main\nsys.exit(main(['up', '--backend', '{backend}']))"
+        "from csv_pipeline_harness.cli import main\n"
+        f"sys.exit(main(['up', '--backend', '{backend}']))"
     )
     done = run([sys.executable, "-c", code], timeout=60)
     assert done.returncode == 3, done.stdout + done.stderr
@@ -222,7 +223,8 @@ def test_a_backend_whose_extra_is_missing_names_it(backend: str, extra: str) -> 
 
 def test_auto_without_the_extras_says_what_to_install() -> None:
     code = WITHOUT_EXTRAS + (
-        "from provisioning.backends import BackendUnavailable, select_backend\n"
+        "from csv_pipeline_harness.provisioning.backends import (\n"
+        "    BackendUnavailable, select_backend)\n"
         "try:\n"
         "    select_backend('auto')\n"
         "except BackendUnavailable as exc:\n"

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from harness.client import IngestionError, PipelineClient
+from csv_pipeline_harness.client import IngestionError, PipelineClient
 
 
 @pytest.mark.e2e

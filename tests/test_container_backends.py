@@ -5,7 +5,7 @@ be pulled, so its container configuration (image, environment, socket mount,
 labels, auth token, readiness, exit code 55) is checked as data and against
 a local HTTP server standing in for the container's health endpoint. The
 ``container`` tests at the end start real containers when a Docker engine
-and the MiniStack image are there (``python -m provisioning build-image``).
+and the MiniStack image are there (``csv-pipeline build-image``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from processes import run
 from testcontainers.community.localstack import LocalStackContainer
 from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
 
-from provisioning import cli
-from provisioning.backends import (
+from csv_pipeline_harness import cli
+from csv_pipeline_harness.devtools import image_build
+from csv_pipeline_harness.provisioning.backends import (
     BackendUnavailable,
     LocalStackBackend,
     MinistackBackend,
@@ -34,16 +35,15 @@ from provisioning.backends import (
     ministack_server,
     select_backend,
 )
-from provisioning.backends import container as container_module
-from provisioning.backends.container import (
+from csv_pipeline_harness.provisioning.backends import container as container_module
+from csv_pipeline_harness.provisioning.backends.container import (
     HARNESS_LABEL,
     OWNER_PID_LABEL,
     ContainerExited,
     EmulatorReady,
     docker_engine,
 )
-from provisioning.backends.ministack import SERVICES
-from tools import image_build
+from csv_pipeline_harness.provisioning.backends.ministack import SERVICES
 
 #: Builds testcontainers objects without contacting any engine: a pinned API
 #: version skips docker-py's version query, and the host does not exist.
@@ -341,7 +341,7 @@ def _engine_and_ministack_image() -> None:
         pytest.skip(f"needs Docker: {engine.error}")
     image = MinistackContainerBackend().image
     if not container_module.image_status(engine, image)[0]:
-        pytest.skip(f"needs {image}: python -m provisioning build-image")
+        pytest.skip(f"needs {image}: csv-pipeline build-image")
 
 
 def _containers_labelled(value: str) -> list[str]:
@@ -369,7 +369,7 @@ def test_ministack_container_starts_labelled_and_leaves_nothing() -> None:
 def test_missing_image_names_the_offline_build() -> None:
     _engine_and_ministack_image()
     backend = MinistackContainerBackend(image="ministackorg/ministack:0.0.0-absent")
-    with pytest.raises(BackendUnavailable, match="python -m provisioning build-image"):
+    with pytest.raises(BackendUnavailable, match="csv-pipeline build-image"):
         backend.start()
 
 

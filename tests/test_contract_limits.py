@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from csv_pipeline import manifest, parsing
-from harness.contract import limits, oracle, strategies
+from csv_pipeline_harness.contract import limits, oracle, strategies
 
 
 def test_the_lambda_uses_the_contracts_limits() -> None:

@@ -3,7 +3,7 @@
 ministack collects a worker's log lines until its stderr has been quiet for
 5 ms; a line the server's reader thread had not queued by then went to the
 worker's next invocation, or nowhere. The embedded backend runs ministack
-through :mod:`provisioning.backends.ministack_server`, which takes lines up
+through :mod:`csv_pipeline_harness.provisioning.backends.ministack_server`, which takes lines up
 to an end-of-invocation mark instead. Here the reader thread is made slow
 on purpose, so the verdict does not depend on the machine's speed.
 """
@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from provisioning.backends import ministack_server
-from provisioning.backends.ministack_server import END_MARK, lines_until_mark
+from csv_pipeline_harness.provisioning.backends import ministack_server
+from csv_pipeline_harness.provisioning.backends.ministack_server import END_MARK, lines_until_mark
 
 lambda_runtime = pytest.importorskip(
     "ministack.core.lambda_runtime", reason="needs ministack: pip install '.[emulator]'"

@@ -40,7 +40,7 @@ def test_a_planted_bug_is_reported_from_the_log_with_a_shrunk_example(
         "-n",
         "0",
         "--pyargs",
-        "harness.contract.test_properties",
+        "csv_pipeline_harness.contract.test_properties",
         "-k",
         "test_table_equals_the_oracle",
         f"--lambda-source={source}",

@@ -41,10 +41,10 @@ from csv_pipeline.parsing import (
 )
 from csv_pipeline.progress import Checkpoint
 from csv_pipeline.versions import Decision, Version, decide, sequencer_order
-from harness.client import PipelineClient, plain
-from harness.contract.oracle import MANIFEST_FIELDS
-from harness.pytest_plugin import stack_fixture
-from provisioning.backends import Endpoint
+from csv_pipeline_harness.client import PipelineClient, plain
+from csv_pipeline_harness.contract.oracle import MANIFEST_FIELDS
+from csv_pipeline_harness.provisioning.backends import Endpoint
+from csv_pipeline_harness.pytest_plugin import stack_fixture
 
 FAULT_MODULE = Path(__file__).with_name("fault_injection.py")
 

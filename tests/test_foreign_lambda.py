@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.pytest_plugin import lambda_under_test
-from provisioning.backends import Endpoint
-from provisioning.packaging import (
+from csv_pipeline_harness.provisioning.backends import Endpoint
+from csv_pipeline_harness.provisioning.packaging import (
     LAMBDA_PLATFORM,
     LambdaSourceError,
     build_source_zip,
     handler_file,
 )
-from provisioning.stack import Stack, StackConfig
+from csv_pipeline_harness.provisioning.stack import Stack, StackConfig
+from csv_pipeline_harness.pytest_plugin import lambda_under_test
 
 NAIVE = Path(__file__).resolve().parents[1] / "examples" / "naive_lambda"
 ENVS = ("CSV_PIPELINE_LAMBDA_SOURCE", "CSV_PIPELINE_LAMBDA_HANDLER")
@@ -200,7 +200,7 @@ def test_the_contract_suite_fails_a_naive_lambda_for_the_right_reasons(
     report = pytester.path / "report.xml"
     result = pytester.runpytest_subprocess(
         "--pyargs",
-        "harness.contract",
+        "csv_pipeline_harness.contract",
         f"--lambda-source={NAIVE}",
         "--lambda-handler=handler.lambda_handler",
         "-p",

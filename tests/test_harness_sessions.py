@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from processes import run
 
-from provisioning.backends import Endpoint, MinistackBackend
-from provisioning.stack import Stack, StackConfig
+from csv_pipeline_harness.provisioning.backends import Endpoint, MinistackBackend
+from csv_pipeline_harness.provisioning.stack import Stack, StackConfig
 
 pytestmark = pytest.mark.harness
 

@@ -35,7 +35,7 @@ from csv_pipeline.parsing import (
     record_limit_for,
     to_item,
 )
-from harness.contract import oracle
+from csv_pipeline_harness.contract import oracle
 
 SOURCE = "bucket/key.csv"
 

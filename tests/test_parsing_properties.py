@@ -33,9 +33,13 @@ from csv_pipeline.parsing import (
     Record,
     Rejection,
 )
-from harness.contract.oracle import Observed, differences, expected_state, item_size
-from harness.contract.quirks import HandWritten, every_record_quirk, hand_written_documents
-from harness.contract.strategies import (
+from csv_pipeline_harness.contract.oracle import Observed, differences, expected_state, item_size
+from csv_pipeline_harness.contract.quirks import (
+    HandWritten,
+    every_record_quirk,
+    hand_written_documents,
+)
+from csv_pipeline_harness.contract.strategies import (
     ITEM_LIMIT_BYTES,
     AnyDocument,
     Dialect,

@@ -23,8 +23,8 @@ import pytest
 from botocore.exceptions import ClientError
 from processes import run
 
-from provisioning.backends import Endpoint
-from provisioning.stack import Stack, StackConfig
+from csv_pipeline_harness.provisioning.backends import Endpoint
+from csv_pipeline_harness.provisioning.stack import Stack, StackConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What the extras bring; none of it may be in a plain install.

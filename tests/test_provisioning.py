@@ -15,13 +15,18 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from harness.pytest_plugin import DeployedPipeline, stack_fixture
-from provisioning import stack as stack_module
-from provisioning.backends import BackendUnavailable, Endpoint, MinistackBackend, select_backend
-from provisioning.backends import ministack as ministack_module
-from provisioning.backends.endpoint import ExistingEndpointBackend
-from provisioning.packaging import HANDLER, build_zip, code_sha256
-from provisioning.stack import Stack, StackConfig
+from csv_pipeline_harness.provisioning import stack as stack_module
+from csv_pipeline_harness.provisioning.backends import (
+    BackendUnavailable,
+    Endpoint,
+    MinistackBackend,
+    select_backend,
+)
+from csv_pipeline_harness.provisioning.backends import ministack as ministack_module
+from csv_pipeline_harness.provisioning.backends.endpoint import ExistingEndpointBackend
+from csv_pipeline_harness.provisioning.packaging import HANDLER, build_zip, code_sha256
+from csv_pipeline_harness.provisioning.stack import Stack, StackConfig
+from csv_pipeline_harness.pytest_plugin import DeployedPipeline, stack_fixture
 
 
 def scratch_config() -> StackConfig:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness.pytest_plugin import DEFAULT_CANARY_TIMEOUT, canary_timeout, stack_fixture
+from csv_pipeline_harness.pytest_plugin import DEFAULT_CANARY_TIMEOUT, canary_timeout, stack_fixture
 
 #: The heading ``pytest --help`` shows above every option of the harness.
 HEADING = "csv-pipeline-harness (S3 -> Lambda -> DynamoDB on an AWS emulator):"
@@ -272,7 +272,7 @@ def lambda_handler(event, context=None):
 def test_a_stack_fixture_deploys_its_own_stack_and_destroys_it(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_a_factory=f"""
-        from harness.pytest_plugin import DeployedPipeline, stack_fixture
+        from csv_pipeline_harness.pytest_plugin import DeployedPipeline, stack_fixture
 
         wrapped = stack_fixture(
             prefix="wrapped",
@@ -324,7 +324,7 @@ def test_a_stack_fixture_deploys_its_own_stack_and_destroys_it(pytester: pytest.
 def test_a_stack_fixture_reports_its_log_and_its_broken_wiring(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_c_report="""
-        from harness.pytest_plugin import stack_fixture
+        from csv_pipeline_harness.pytest_plugin import stack_fixture
 
         reported = stack_fixture(prefix="reported")
         broken = stack_fixture(prefix="broken", handler="no_such_module.lambda_handler")

@@ -23,9 +23,14 @@ import pytest
 from botocore.exceptions import ClientError
 from processes import spawned
 
-from provisioning.backends import Endpoint, MinistackBackend
-from provisioning.backends.aws import ALLOW_ENV
-from provisioning.stack import Stack, StackConfig, retry_while, role_not_assumable_yet
+from csv_pipeline_harness.provisioning.backends import Endpoint, MinistackBackend
+from csv_pipeline_harness.provisioning.backends.aws import ALLOW_ENV
+from csv_pipeline_harness.provisioning.stack import (
+    Stack,
+    StackConfig,
+    retry_while,
+    role_not_assumable_yet,
+)
 
 #: A run's stack names end with ``-<8 hex digits of the run id>-main`` (no xdist).
 SUFFIX = r"-[0-9a-f]{8}-main"

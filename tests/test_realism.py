@@ -17,9 +17,9 @@ import boto3
 import pytest
 from boto3.dynamodb.conditions import Key
 
-from harness import realism, realism_mode
-from harness.pytest_plugin import DeployedPipeline, stack_fixture
-from provisioning.backends.base import EMULATOR_CREDENTIALS
+from csv_pipeline_harness import realism, realism_mode
+from csv_pipeline_harness.provisioning.backends.base import EMULATOR_CREDENTIALS
+from csv_pipeline_harness.pytest_plugin import DeployedPipeline, stack_fixture
 
 #: Low enough that a few thousand rows meet throttling however fast the machine is.
 RATE = 500
@@ -241,7 +241,7 @@ def test_the_contract_suite_passes_in_realism_mode(pytester: pytest.Pytester) ->
         "-p",
         "no:cacheprovider",
         "--pyargs",
-        "harness.contract.test_pipeline",
+        "csv_pipeline_harness.contract.test_pipeline",
         str(check),
         "-k",
         " or ".join((*CONTRACT_TESTS, "test_zz_the_session_function_ran_wrapped")),
@@ -274,7 +274,7 @@ def test_realism_is_off_unless_asked(
 
 
 def test_the_session_stack_is_wrapped_around_its_own_handler() -> None:
-    from provisioning.stack import StackConfig
+    from csv_pipeline_harness.provisioning.stack import StackConfig
 
     config, files = realism_mode.wrap(
         StackConfig(handler="mine.handle", environment={"X": "1"}),

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from processes import run
 
-from harness.client import PipelineClient
-from harness.pytest_plugin import DeployedPipeline, stack_fixture
-from provisioning.backends import Endpoint, MinistackBackend
-from provisioning.packaging import build_zip, lambda_source_dir
-from provisioning.policy import LAMBDA_TRUST_POLICY, function_policy
-from provisioning.stack import POLICY_NAME, Stack, StackConfig, StackOutputs
+from csv_pipeline_harness.client import PipelineClient
+from csv_pipeline_harness.provisioning.backends import Endpoint, MinistackBackend
+from csv_pipeline_harness.provisioning.packaging import build_zip, lambda_source_dir
+from csv_pipeline_harness.provisioning.policy import LAMBDA_TRUST_POLICY, function_policy
+from csv_pipeline_harness.provisioning.stack import POLICY_NAME, Stack, StackConfig, StackOutputs
+from csv_pipeline_harness.pytest_plugin import DeployedPipeline, stack_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -325,7 +325,15 @@ def test_no_secret_is_written_in_the_projects_code() -> None:
     suffixes = {".py", ".toml", ".cfg", ".ini", ".json", ".yml", ".yaml", ".csv", ".md", ".sh"}
     files = [
         p
-        for top in ("lambda", "provisioning", "harness", "tools", "tests", ".github", ".ci")
+        for top in (
+            "lambda",
+            "provisioning",
+            "csv_pipeline_harness",
+            "tools",
+            "tests",
+            ".github",
+            ".ci",
+        )
         for p in (REPO / top).rglob("*")
         if p.is_file() and p.suffix in suffixes and "__pycache__" not in p.parts
     ]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.contract.shrinking import bounded_shrinking
+from csv_pipeline_harness.contract.shrinking import bounded_shrinking
 
 
 def run_failing_property(seconds: float) -> list[int]:

@@ -1,3 +1,2 @@
-"""Tools around the pipeline, reached through ``csv-pipeline``: the benchmark
-(:mod:`tools.bench`) and the offline MiniStack image builder
-(:mod:`tools.image_build`)."""
+"""Development tools of this repository, not installed with the package: the
+mutation run (:mod:`tools.mutation`, ``tox -e mutation``)."""

@@ -24,7 +24,7 @@ and each one reruns the parsing tests and properties that reach it: about
 17 minutes on 2 cores, so it is asked for by name (``--module parsing`` or
 ``--all``).
 
-Hypothesis runs the ``mutation`` profile (:mod:`harness.profiles`): few,
+Hypothesis runs the ``mutation`` profile (:mod:`csv_pipeline_harness.profiles`): few,
 derandomized examples, so each mutant costs seconds and the score is the
 same on every run.
 

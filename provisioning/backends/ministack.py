@@ -111,7 +111,11 @@ class MinistackBackend(Backend):
                 signals_held(signal.SIGINT, signal.SIGTERM),
             ):
                 self._process = subprocess.Popen(
-                    [sys.executable, "-m", "provisioning.backends.ministack_server"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "csv_pipeline_harness.provisioning.backends.ministack_server",
+                    ],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,

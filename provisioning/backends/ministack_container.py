@@ -3,7 +3,7 @@
 Same emulator as the embedded backend, isolated in a container (a fresh
 filesystem per session, nothing installed on the host but Docker). The image
 tag follows the pinned ``ministack`` package so the container and the
-embedded emulator behave alike; ``python -m provisioning build-image`` builds
+embedded emulator behave alike; ``csv-pipeline build-image`` builds
 that tag without a registry. Lambdas run in the container's own Python
 (MiniStack's local executor), so no Docker socket is mounted. The server
 runs as :mod:`.ministack_server` does on the host (its source is the
@@ -58,7 +58,7 @@ class MinistackContainerBackend(ContainerBackend):
     name = "ministack-container"
     image_env = "MINISTACK_IMAGE"
     image_fix = (
-        "Build it without a registry: python -m provisioning build-image; or pull it where a "
+        "Build it without a registry: csv-pipeline build-image; or pull it where a "
         "registry is reachable; or name another tag with --ministack-image / MINISTACK_IMAGE"
     )
 

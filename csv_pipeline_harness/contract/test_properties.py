@@ -22,9 +22,9 @@ from boto3.dynamodb.types import TypeDeserializer
 from hypothesis import Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
-from harness.client import Ingestion, PipelineClient, plain
-from harness.contract.limits import ITEM_LIMIT_BYTES
-from harness.contract.oracle import (
+from csv_pipeline_harness.client import Ingestion, PipelineClient, plain
+from csv_pipeline_harness.contract.limits import ITEM_LIMIT_BYTES
+from csv_pipeline_harness.contract.oracle import (
     MANIFEST_FIELDS,
     ExpectedState,
     Observed,
@@ -32,14 +32,14 @@ from harness.contract.oracle import (
     expected_state,
     item_size,
 )
-from harness.contract.quirks import (
+from csv_pipeline_harness.contract.quirks import (
     HandWritten,
     every_record_quirk,
     hand_written_documents,
     named,
 )
-from harness.contract.shrinking import bounded_shrinking
-from harness.contract.strategies import (
+from csv_pipeline_harness.contract.shrinking import bounded_shrinking
+from csv_pipeline_harness.contract.strategies import (
     BLANK_LINE,
     CSV_READS_NUL,
     DEFECTS,

@@ -52,7 +52,7 @@ from hypothesis.strategies import SearchStrategy
 # Ordinary documents stay far below ITEM_LIMIT_BYTES or far above it (see
 # MAX_LONG_CELL_BYTES, oversized_cells); SizedRows builds items at any exact
 # size around it.
-from harness.contract.limits import ITEM_LIMIT_BYTES, RESERVED_NAMES
+from csv_pipeline_harness.contract.limits import ITEM_LIMIT_BYTES, RESERVED_NAMES
 
 #: A row with no fields: written as an empty line, which is not a record.
 BLANK_LINE: tuple[str, ...] = ()

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from harness.client import Ingestion, PipelineClient
-from provisioning.cli import sample_csv
+from csv_pipeline_harness.client import Ingestion, PipelineClient
+from csv_pipeline_harness.provisioning.samples import sample_csv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.contract]
 

@@ -20,8 +20,8 @@ from urllib.parse import quote, quote_plus
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from provisioning.backends.base import Endpoint
-from provisioning.stack import StackConfig
+from csv_pipeline_harness.provisioning.backends.base import Endpoint
+from csv_pipeline_harness.provisioning.stack import StackConfig
 
 FINAL_STATUSES = ("COMPLETE", "FAILED")
 

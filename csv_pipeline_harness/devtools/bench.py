@@ -1,4 +1,4 @@
-"""``python -m provisioning bench``: throughput, Lambda memory and start-up, from one run.
+"""``csv-pipeline bench``: throughput, Lambda memory and start-up, from one run.
 
 Everything is measured on one emulator, one figure after another, because
 absolute timings on a shared machine are noise; what carries meaning is the
@@ -62,16 +62,16 @@ from csv_pipeline.aws import row_writer_settings
 from csv_pipeline.parsing import MAX_ITEM_BYTES, Item, Record, parse_bytes
 from csv_pipeline.table_writer import BatchWriter
 from csv_pipeline.wire import PreSerializedBatchWriter
-from harness.client import FINAL_STATUSES, PipelineClient
-from provisioning.backends import (
+from csv_pipeline_harness.client import FINAL_STATUSES, PipelineClient
+from csv_pipeline_harness.provisioning.backends import (
     BACKEND_NAMES,
     Backend,
     BackendUnavailable,
     Endpoint,
     select_backend,
 )
-from provisioning.backends.base import EMULATOR_CREDENTIALS
-from provisioning.stack import Stack, StackConfig
+from csv_pipeline_harness.provisioning.backends.base import EMULATOR_CREDENTIALS
+from csv_pipeline_harness.provisioning.stack import Stack, StackConfig
 
 #: Targets the figures are judged against (``--check`` turns them into the exit code).
 TARGET_CEILING_RATIO = 0.9

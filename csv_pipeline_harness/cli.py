@@ -1,4 +1,4 @@
-"""``python -m provisioning``: run, deploy, destroy and demonstrate the pipeline.
+"""``csv-pipeline``: run, deploy, destroy and demonstrate the pipeline.
 
 Exit codes: 0 success; 1 the pipeline did not do what was asked (e.g. the
 demo file FAILED or timed out); 2 bad usage; 3 the backend is unavailable.
@@ -11,13 +11,13 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness.client import Ingestion, IngestionError, PipelineClient
+from csv_pipeline_harness.client import Ingestion, IngestionError, PipelineClient
 
-from .backends import (
+from .progress import ProgressBar, human_bytes
+from .provisioning.backends import (
     BACKEND_NAMES,
     Backend,
     BackendUnavailable,
@@ -25,16 +25,11 @@ from .backends import (
     container_module,
     select_backend,
 )
-from .backends.base import DEFAULT_REGION
-from .progress import ProgressBar, human_bytes
-from .stack import Stack, StackConfig, StackOutputs
+from .provisioning.backends.base import DEFAULT_REGION
+from .provisioning.samples import sample_csv
+from .provisioning.stack import Stack, StackConfig, StackOutputs
 
 EXIT_OK, EXIT_PIPELINE, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
-
-
-def sample_csv() -> bytes:
-    """The small sample shipped with the project (blanks included)."""
-    return resources.files("provisioning").joinpath("samples/people.csv").read_bytes()
 
 
 def format_table(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
@@ -199,7 +194,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_build_image(args: argparse.Namespace) -> int:
     container_module("ministack_container", "build-image")  # names the extra when missing
-    from tools.image_build import ImageBuildError, build_image
+    from csv_pipeline_harness.devtools.image_build import ImageBuildError, build_image
 
     try:
         build_image(args.tag, suite=args.suite, mirror=args.mirror, force=args.force)
@@ -210,14 +205,14 @@ def cmd_build_image(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from tools import bench
+    from csv_pipeline_harness.devtools import bench
 
     return bench.command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m provisioning",
+        prog="csv-pipeline",
         description="Run and provision the S3 -> Lambda -> DynamoDB CSV pipeline.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -262,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even if the tag exists")
     build.set_defaults(func=cmd_build_image)
 
-    from tools.bench import add_arguments as bench_arguments
+    from csv_pipeline_harness.devtools.bench import add_arguments as bench_arguments
 
     bench = sub.add_parser(
         "bench",

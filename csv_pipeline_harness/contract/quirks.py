@@ -24,7 +24,7 @@ from functools import cached_property
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-from harness.contract.strategies import (
+from csv_pipeline_harness.contract.strategies import (
     BLANK_LINE,
     BOM,
     LINE_ENDINGS,

@@ -6,7 +6,7 @@ Registered as the ``csv_pipeline_harness`` plugin through the package's
 loads it). Options, all under one heading in ``pytest --help``:
 
 * ``--aws-backend`` (env ``AWS_BACKEND``): ``auto`` (default), or a backend name;
-  ``aws`` is real AWS and needs ``--aws-allow-real`` (see :mod:`harness.real_aws`).
+  ``aws`` is real AWS and needs ``--aws-allow-real`` (see :mod:`csv_pipeline_harness.real_aws`).
 * ``--aws-endpoint-url`` (env ``AWS_ENDPOINT_URL``): for ``--aws-backend=endpoint``.
 * ``--localstack-image`` / ``--ministack-image`` (env ``LOCALSTACK_IMAGE`` /
   ``MINISTACK_IMAGE``): images of the container backends.
@@ -23,8 +23,8 @@ loads it). Options, all under one heading in ``pytest --help``:
   the data contract instead of this package's Lambda. Only tests marked
   ``contract`` then run: the others check this implementation's internals.
 * ``--aws-realism`` (env ``CSV_PIPELINE_AWS_REALISM=1``, ini ``aws_realism``):
-  the session's function runs inside :mod:`harness.realism`, which injects
-  what AWS does and the emulator does not (see :mod:`harness.realism_mode`).
+  the session's function runs inside :mod:`csv_pipeline_harness.realism`, which injects
+  what AWS does and the emulator does not (see :mod:`csv_pipeline_harness.realism_mode`).
 
 Besides the session's stack, :func:`stack_fixture` makes fixtures that deploy
 a stack of their own (other settings, a test-only handler, another endpoint)
@@ -61,7 +61,7 @@ from typing import Any, Literal
 import pytest
 from _pytest._code.code import ExceptionRepr
 
-from provisioning.backends import (
+from csv_pipeline_harness.provisioning.backends import (
     BACKEND_NAMES,
     REAL_AWS,
     Backend,
@@ -72,8 +72,13 @@ from provisioning.backends import (
     Selection,
     select_backend,
 )
-from provisioning.packaging import HANDLER, LambdaSourceError, handler_file, lambda_source_dir
-from provisioning.stack import Stack, StackConfig, StackOutputs
+from csv_pipeline_harness.provisioning.packaging import (
+    HANDLER,
+    LambdaSourceError,
+    handler_file,
+    lambda_source_dir,
+)
+from csv_pipeline_harness.provisioning.stack import Stack, StackConfig, StackOutputs
 
 from . import real_aws, realism_mode
 from .canary import CanaryFailed, check_wiring

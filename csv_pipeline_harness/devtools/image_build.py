@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from provisioning.backends.ministack_container import (
+from csv_pipeline_harness.provisioning.backends.ministack_container import (
     GATEWAY_PORT,
     MinistackContainerBackend,
     ministack_version,

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from csv_pipeline.aws import error_code
+from csv_pipeline_harness.provisioning.aws_errors import error_code
 
 from .client import IngestionError, PipelineClient
 

@@ -1,4 +1,4 @@
-"""``--aws-realism``: deploy a function inside :mod:`harness.realism`'s wrapper.
+"""``--aws-realism``: deploy a function inside :mod:`csv_pipeline_harness.realism`'s wrapper.
 
 The emulator is kinder than AWS (404 where AWS says 403, no throttling); a
 suite that passes on it can still fail on AWS. In realism mode the session's
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from provisioning.stack import StackConfig
+from csv_pipeline_harness.provisioning.stack import StackConfig
 
 from . import realism
 

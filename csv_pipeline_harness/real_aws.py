@@ -23,9 +23,14 @@ from typing import Any
 
 import pytest
 
-from provisioning.backends import Backend, BackendUnavailable, Endpoint, RealAwsBackend
-from provisioning.backends.aws import Identity, allowed, identify, refusal
-from provisioning.stack import Stack, StackConfig
+from csv_pipeline_harness.provisioning.backends import (
+    Backend,
+    BackendUnavailable,
+    Endpoint,
+    RealAwsBackend,
+)
+from csv_pipeline_harness.provisioning.backends.aws import Identity, allowed, identify, refusal
+from csv_pipeline_harness.provisioning.stack import Stack, StackConfig
 
 ALLOW_OPTION = "--aws-allow-real"
 #: The canary's default on AWS: a first invocation there waits for a cold

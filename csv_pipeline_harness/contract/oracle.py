@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from harness.contract.limits import (
+from csv_pipeline_harness.contract.limits import (
     ATTRIBUTE_NAME_LIMIT_BYTES,
     HEADER_LINE_LIMIT_BYTES,
     ITEM_LIMIT_BYTES,
@@ -35,8 +35,8 @@ from harness.contract.limits import (
     MANIFEST_OTHER_FIELDS_BYTES,
     RESERVED_NAMES,
 )
-from harness.contract.quirks import HandWritten
-from harness.contract.strategies import (
+from csv_pipeline_harness.contract.quirks import HandWritten
+from csv_pipeline_harness.contract.strategies import (
     AnyDocument,
     CorruptDocument,
     Document,
