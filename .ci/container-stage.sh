@@ -15,7 +15,7 @@
 #   2. starts dockerd when no engine answers, waits for it, and stops it on exit;
 #   3. builds the MiniStack image (csv-pipeline build-image) when the
 #      tag is absent, installing debootstrap first if needed;
-#   4. runs `pytest -m "e2e or container" --aws-backend=ministack-container -n 2`
+#   4. runs `pytest -m "e2e or container" --csv-pipeline-backend=ministack-container -n 2`
 #      (extra arguments are passed to pytest);
 #   5. fails when a container is left behind, and removes it: a container whose
 #      starting process (label csv-pipeline.harness.pid) has exited, or that has
@@ -23,7 +23,7 @@
 #      labelled csv-pipeline.harness are considered (other users may share it).
 # Environment: TESTCONTAINERS_RYUK_DISABLED defaults to true (Ryuk's image cannot
 # be pulled offline; the harness removes its own containers). DOCKERD_FLAGS adds
-# flags to a dockerd this script starts. MINISTACK_IMAGE overrides the tag.
+# flags to a dockerd this script starts. CSV_PIPELINE_MINISTACK_IMAGE overrides the tag.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -123,7 +123,7 @@ fi
 
 # 4. The end-to-end suite on the container ---------------------------------
 set +e
-"$PYTHON" -m pytest -m "e2e or container" --aws-backend=ministack-container -n 2 \
+"$PYTHON" -m pytest -m "e2e or container" --csv-pipeline-backend=ministack-container -n 2 \
   -p no:cacheprovider --junitxml="$ROOT/.ci-junit-container.xml" "$@"
 tests_status=$?
 set -e

@@ -111,7 +111,8 @@ def _message(client: PipelineClient, problem: str, key: str) -> str:
     return (
         f"The pipeline's wiring is broken: {problem}, so every test using the "
         f"pipeline would time out. Check:\n{body}\n"
-        "(--canary-timeout=SECONDS gives a slow backend more time; 0 skips this check.)"
+        "(--csv-pipeline-canary-timeout=SECONDS gives a slow backend more time; "
+        "0 skips this check.)"
     )
 
 

@@ -1,7 +1,7 @@
-"""What the pytest plugin does differently on ``--aws-backend=aws`` (real AWS).
+"""What the pytest plugin does differently on ``--csv-pipeline-backend=aws`` (real AWS).
 
-* :func:`add_options`: ``--aws-allow-real``, the opt-in (or env
-  ``CSV_PIPELINE_ALLOW_REAL_AWS=1``).
+* the opt-in is the ``allow-real-aws`` setting (``--csv-pipeline-allow-real-aws``,
+  env ``CSV_PIPELINE_ALLOW_REAL_AWS=1`` or ini ``csv_pipeline_allow_real_aws``);
 * :func:`configure`: before anything is created, asks STS whose credentials
   these are; without the opt-in the run stops with a usage error naming the
   account, the region and the cost of a run. Missing credentials stop it too,
@@ -23,16 +23,17 @@ from typing import Any
 
 import pytest
 
+from csv_pipeline_harness import options
 from csv_pipeline_harness.provisioning.backends import (
     Backend,
     BackendUnavailable,
     Endpoint,
     RealAwsBackend,
 )
-from csv_pipeline_harness.provisioning.backends.aws import Identity, allowed, identify, refusal
+from csv_pipeline_harness.provisioning.backends.aws import Identity, identify, refusal
 from csv_pipeline_harness.provisioning.stack import Stack, StackConfig
 
-ALLOW_OPTION = "--aws-allow-real"
+ALLOW_OPTION = "--csv-pipeline-allow-real-aws"
 #: The canary's default on AWS: a first invocation there waits for a cold
 #: start and the S3 notification, seconds each, sometimes tens of seconds.
 CANARY_TIMEOUT_S = 120.0
@@ -41,19 +42,8 @@ _IDENTITY = pytest.StashKey[Identity]()
 _RUN_ID = pytest.StashKey[str]()
 
 
-def add_options(group: Any) -> None:
-    group.addoption(
-        ALLOW_OPTION,
-        action="store_true",
-        default=False,
-        help="let --aws-backend=aws deploy to the account of your AWS credentials "
-        "(env CSV_PIPELINE_ALLOW_REAL_AWS=1); without it the run stops, naming the account, "
-        "region and expected cost",
-    )
-
-
 def chosen(config: pytest.Config) -> bool:
-    return bool(config.getoption("--aws-backend") == RealAwsBackend.name)
+    return bool(options.value(config, "backend") == RealAwsBackend.name)
 
 
 def configure(config: pytest.Config) -> None:
@@ -62,7 +52,7 @@ def configure(config: pytest.Config) -> None:
         return
     try:
         identity = identify()
-        opted_in = allowed(bool(config.getoption(ALLOW_OPTION)))
+        opted_in = bool(options.value(config, "allow-real-aws"))
     except BackendUnavailable as exc:
         raise pytest.UsageError(str(exc)) from None
     if not opted_in:

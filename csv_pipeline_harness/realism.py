@@ -1,8 +1,8 @@
 """A Lambda handler wrapper that makes the emulator behave like AWS where it is kinder.
 
-``pytest --aws-realism`` deploys the session's function with this module in
+``pytest --csv-pipeline-aws-realism`` deploys the session's function with this module in
 its zip and ``realism.lambda_handler`` as its entry point; the function's
-own handler (``REALISM_HANDLER``, ``module.function``, default
+own handler (``CSV_PIPELINE_REALISM_HANDLER``, ``module.function``, default
 ``csv_pipeline.handler.lambda_handler``) runs inside it, so any handler
 composes with it. Everything happens inside the Lambda process, through
 botocore's events on every client the process creates: the function's code
@@ -18,8 +18,8 @@ What is injected, and why:
 * **DynamoDB throttling per partition key.** AWS serves at most about 1,000
   write units a second to one partition key, and every row of a file shares
   one. The emulator never throttles. Here each (table, partition key value)
-  has a token bucket of ``REALISM_WCU_PER_SECOND`` units a second (default
-  1000) holding at most ``REALISM_WCU_BURST`` units (default: one second's
+  has a token bucket of ``CSV_PIPELINE_REALISM_WCU_PER_SECOND`` units a second (default
+  1000) holding at most ``CSV_PIPELINE_REALISM_WCU_BURST`` units (default: one second's
   worth). A put costs its item's size rounded up to 1 KB (DynamoDB's sizing
   rules, approximated), a delete or an update one unit (the client cannot
   know the stored item's size). A BatchWriteItem sends only the requests
@@ -29,7 +29,7 @@ What is injected, and why:
   UpdateItem and DeleteItem fail that way when their units are not
   available. The failure is an HTTP 400 answer at ``before-send``, so the
   client's own retry policy sees it exactly as it would see DynamoDB's.
-  ``REALISM_PARTITION_KEY`` names the partition key attribute (default
+  ``CSV_PIPELINE_REALISM_PARTITION_KEY`` names the partition key attribute (default
   ``source``); items without it share one bucket per table. Each process
   has its own buckets, so several concurrent execution environments may
   together exceed the rate: this is a lower bound of what AWS refuses.
@@ -60,10 +60,10 @@ import botocore.client
 from botocore.awsrequest import AWSResponse
 
 #: The function's environment variables this wrapper reads.
-HANDLER_ENV = "REALISM_HANDLER"
-RATE_ENV = "REALISM_WCU_PER_SECOND"
-BURST_ENV = "REALISM_WCU_BURST"
-PARTITION_KEY_ENV = "REALISM_PARTITION_KEY"
+HANDLER_ENV = "CSV_PIPELINE_REALISM_HANDLER"
+RATE_ENV = "CSV_PIPELINE_REALISM_WCU_PER_SECOND"
+BURST_ENV = "CSV_PIPELINE_REALISM_WCU_BURST"
+PARTITION_KEY_ENV = "CSV_PIPELINE_REALISM_PARTITION_KEY"
 
 DEFAULT_HANDLER = "csv_pipeline.handler.lambda_handler"
 DEFAULT_RATE = 1000.0

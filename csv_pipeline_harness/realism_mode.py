@@ -1,4 +1,4 @@
-"""``--aws-realism``: deploy a function inside :mod:`csv_pipeline_harness.realism`'s wrapper.
+"""The ``aws-realism`` setting: deploy a function inside :mod:`.realism`'s wrapper.
 
 The emulator is kinder than AWS (404 where AWS says 403, no throttling); a
 suite that passes on it can still fail on AWS. In realism mode the session's
@@ -10,7 +10,6 @@ mode is on, and the deployment settings that wrap a handler.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,7 @@ import pytest
 
 from csv_pipeline_harness.provisioning.stack import StackConfig
 
-from . import realism
-
-ENV = "CSV_PIPELINE_AWS_REALISM"
-INI = "aws_realism"
+from . import options, realism
 
 #: The wrapper's source, shipped in the function's zip as ``realism.py``.
 WRAPPER_FILE = Path(realism.__file__)
@@ -31,21 +27,10 @@ WRAPPER_ZIP_NAME = "realism.py"
 #: The extra files of a stack outside realism mode.
 NO_FILES: Mapping[str, str | bytes] = {}
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-
 
 def enabled(config: pytest.Config) -> bool:
-    """``--aws-realism``, else ``CSV_PIPELINE_AWS_REALISM``, else ini ``aws_realism``."""
-    if config.getoption("--aws-realism"):
-        return True
-    raw = os.environ.get(ENV)
-    if raw is not None:
-        value = raw.strip().lower()
-        if value not in _TRUE | _FALSE:
-            raise pytest.UsageError(f"{ENV}={raw!r}: use 1 (on) or 0 (off)")
-        return value in _TRUE
-    return bool(config.getini(INI))
+    """The ``aws-realism`` setting (``--csv-pipeline-aws-realism``, env, ini)."""
+    return bool(options.value(config, "aws-realism"))
 
 
 def header(config: pytest.Config) -> str | None:
@@ -66,7 +51,7 @@ def settings(
     """``handler``, ``environment`` and ``extra_files`` of a stack whose ``handler`` runs wrapped.
 
     Usable as ``stack_fixture(**settings(...), ...)``; further environment
-    variables (``REALISM_WCU_PER_SECOND``...) may be given in ``environment``.
+    variables (``CSV_PIPELINE_REALISM_WCU_PER_SECOND``...) may be given in ``environment``.
     """
     files = dict(extra_files or {})
     if WRAPPER_ZIP_NAME in files:

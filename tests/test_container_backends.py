@@ -61,7 +61,11 @@ def no_docker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _clean_image_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("LOCALSTACK_IMAGE", "MINISTACK_IMAGE", "LOCALSTACK_AUTH_TOKEN"):
+    for name in (
+        "CSV_PIPELINE_LOCALSTACK_IMAGE",
+        "CSV_PIPELINE_MINISTACK_IMAGE",
+        "LOCALSTACK_AUTH_TOKEN",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -73,7 +77,7 @@ def test_localstack_defaults_to_the_last_token_free_tag() -> None:
 
 
 def test_localstack_image_option_beats_env_beats_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOCALSTACK_IMAGE", "registry.local/localstack:4.13")
+    monkeypatch.setenv("CSV_PIPELINE_LOCALSTACK_IMAGE", "registry.local/localstack:4.13")
     assert LocalStackBackend().image == "registry.local/localstack:4.13"
     assert LocalStackBackend(image="localstack/localstack:2026.3").image == (
         "localstack/localstack:2026.3"
@@ -158,7 +162,7 @@ def test_exit_code_55_names_the_token_and_the_pinned_tag(monkeypatch: pytest.Mon
     message = backend.explain(ContainerExited(55), backend.spec())
     assert "exited with code 55" in message
     assert "Set LOCALSTACK_AUTH_TOKEN" in message
-    assert "--localstack-image=localstack/localstack:4.14" in message
+    assert "--csv-pipeline-localstack-image=localstack/localstack:4.14" in message
     monkeypatch.setenv("LOCALSTACK_AUTH_TOKEN", "ls-expired")
     message = backend.explain(ContainerExited(55), backend.spec())
     assert "rejected LOCALSTACK_AUTH_TOKEN" in message
@@ -276,7 +280,7 @@ def test_readiness_times_out_naming_the_url(health: HealthServer) -> None:
 def test_ministack_image_follows_the_installed_package(monkeypatch: pytest.MonkeyPatch) -> None:
     version = metadata.version("ministack")
     assert MinistackContainerBackend().image == f"ministackorg/ministack:{version}"
-    monkeypatch.setenv("MINISTACK_IMAGE", "mirror.local/ministack:dev")
+    monkeypatch.setenv("CSV_PIPELINE_MINISTACK_IMAGE", "mirror.local/ministack:dev")
     assert MinistackContainerBackend().image == "mirror.local/ministack:dev"
     spec = MinistackContainerBackend().spec()
     assert (spec.port, spec.health_path, spec.volumes) == (4566, "/_ministack/health", ())
@@ -301,16 +305,22 @@ def test_offline_build_pins_ministack_and_a_matching_boto3() -> None:
     ]
 
 
-def test_auto_without_docker_picks_the_embedded_emulator_and_says_why(no_docker: None) -> None:
+def test_auto_picks_the_installed_embedded_emulator_without_asking_docker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_probe(*args: object, **kwargs: object) -> None:
+        raise AssertionError("auto probed Docker although the embedded emulator is installed")
+
+    monkeypatch.setattr(container_module, "docker_engine", no_probe)
     selection = select_backend("auto")
     assert isinstance(selection.backend, MinistackBackend)
-    assert "no Docker engine answers at unix:///nonexistent/docker.sock" in selection.reason
+    assert selection.reason == "auto: the embedded emulator is installed"
 
 
 @pytest.mark.parametrize("name", ["localstack", "ministack-container"])
 def test_explicit_container_backend_without_docker_says_so(no_docker: None, name: str) -> None:
     backend = select_backend(name).backend
-    with pytest.raises(BackendUnavailable, match=r"needs Docker.*--aws-backend=ministack"):
+    with pytest.raises(BackendUnavailable, match=r"needs Docker.*--csv-pipeline-backend=ministack"):
         backend.start()
     backend.stop()  # nothing started: still safe
 

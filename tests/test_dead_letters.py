@@ -18,7 +18,7 @@ from urllib.parse import unquote_plus
 import pytest
 from test_faults import FAULT_WRAPPER
 
-from csv_pipeline_harness.pytest_plugin import DeployedPipeline, stack_fixture
+from csv_pipeline_harness.stacks import DeployedPipeline, stack_fixture
 
 #: Fewer retries than Lambda's default of 2 keep the test short.
 MAX_RETRY_ATTEMPTS = 1

@@ -43,8 +43,8 @@ def test_a_planted_bug_is_reported_from_the_log_with_a_shrunk_example(
         "csv_pipeline_harness.contract.test_properties",
         "-k",
         "test_table_equals_the_oracle",
-        f"--lambda-source={source}",
-        "--lambda-handler=csv_pipeline.handler.lambda_handler",
+        f"--csv-pipeline-lambda-source={source}",
+        "--csv-pipeline-lambda-handler=csv_pipeline.handler.lambda_handler",
         timeout=600,
     )
     text = result.stdout.str()

@@ -44,7 +44,7 @@ from csv_pipeline.versions import Decision, Version, decide, sequencer_order
 from csv_pipeline_harness.client import PipelineClient, plain
 from csv_pipeline_harness.contract.oracle import MANIFEST_FIELDS
 from csv_pipeline_harness.provisioning.backends import Endpoint
-from csv_pipeline_harness.pytest_plugin import stack_fixture
+from csv_pipeline_harness.stacks import stack_fixture
 
 FAULT_MODULE = Path(__file__).with_name("fault_injection.py")
 

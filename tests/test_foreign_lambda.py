@@ -43,13 +43,17 @@ def test_the_lambda_comes_from_the_option_then_env_then_ini(
     for name in ("ini_fn", "env_fn", "opt_fn"):
         pytester.mkdir(name).joinpath("handler.py").write_text("def f(e, c):\n    pass\n")
     assert lambda_under_test(pytester.parseconfig()) is None
-    pytester.makeini("[pytest]\nlambda_source = ini_fn\nlambda_handler = handler.f\n")
+    pytester.makeini(
+        "[pytest]\ncsv_pipeline_lambda_source = ini_fn\ncsv_pipeline_lambda_handler = handler.f\n"
+    )
     chosen = lambda_under_test(pytester.parseconfig())
     assert chosen is not None and chosen.source == pytester.path / "ini_fn"
     monkeypatch.setenv("CSV_PIPELINE_LAMBDA_SOURCE", str(pytester.path / "env_fn"))
     chosen = lambda_under_test(pytester.parseconfig())
     assert chosen is not None and chosen.source == pytester.path / "env_fn"
-    chosen = lambda_under_test(pytester.parseconfig(f"--lambda-source={pytester.path / 'opt_fn'}"))
+    chosen = lambda_under_test(
+        pytester.parseconfig(f"--csv-pipeline-lambda-source={pytester.path / 'opt_fn'}")
+    )
     assert chosen is not None
     assert (chosen.source, chosen.handler) == (pytester.path / "opt_fn", "handler.f")
 
@@ -57,14 +61,26 @@ def test_the_lambda_comes_from_the_option_then_env_then_ini(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--lambda-source=missing", "--lambda-handler=handler.f"], "*missing does not exist"),
         (
-            ["--lambda-source=fn", "--lambda-handler=other.f"],
+            ["--csv-pipeline-lambda-source=missing", "--csv-pipeline-lambda-handler=handler.f"],
+            "*missing does not exist",
+        ),
+        (
+            ["--csv-pipeline-lambda-source=fn", "--csv-pipeline-lambda-handler=other.f"],
             "*other.py nor *other/__init__.py exists",
         ),
-        (["--lambda-source=fn", "--lambda-handler=handler"], "*'handler' is not module.function*"),
-        (["--lambda-source=fn"], "ERROR: --lambda-source needs --lambda-handler too*"),
-        (["--lambda-handler=handler.f"], "ERROR: --lambda-handler needs --lambda-source too*"),
+        (
+            ["--csv-pipeline-lambda-source=fn", "--csv-pipeline-lambda-handler=handler"],
+            "*'handler' is not module.function*",
+        ),
+        (
+            ["--csv-pipeline-lambda-source=fn"],
+            "ERROR: --csv-pipeline-lambda-source needs --csv-pipeline-lambda-handler too*",
+        ),
+        (
+            ["--csv-pipeline-lambda-handler=handler.f"],
+            "ERROR: --csv-pipeline-lambda-handler needs --csv-pipeline-lambda-source too*",
+        ),
     ],
     ids=["missing-dir", "missing-module", "no-function", "no-handler", "no-source"],
 )
@@ -82,31 +98,43 @@ def test_a_lambda_that_cannot_be_deployed_stops_the_run_before_it_starts(
 
 
 @pytest.mark.harness
-def test_only_contract_tests_run_against_another_lambda(pytester: pytest.Pytester) -> None:
+def test_only_contract_tests_of_the_harness_run_against_another_lambda(
+    pytester: pytest.Pytester,
+) -> None:
+    """Of the tests using the harness's fixtures, only contract ones; the project's own all run."""
     pytester.mkdir("fn").joinpath("handler.py").write_text("def f(e, c):\n    pass\n")
     pytester.makepyfile(
         """
         import pytest
 
-        @pytest.mark.contract
-        def test_contract():
+        @pytest.fixture
+        def pipeline():  # stands in for the harness's, so no emulator starts
+            return "a pipeline"
+
+        @pytest.mark.csv_pipeline_contract
+        def test_contract(pipeline):
             pass
 
-        def test_internals():
+        def test_our_lambdas_internals(pipeline):
+            pass
+
+        def test_the_projects_own_unit_test():
             pass
         """
     )
-    result = pytester.runpytest("-v", "--lambda-source=fn", "--lambda-handler=handler.f")
-    result.assert_outcomes(passed=1, deselected=1)
+    result = pytester.runpytest(
+        "-v", "--csv-pipeline-lambda-source=fn", "--csv-pipeline-lambda-handler=handler.f"
+    )
+    result.assert_outcomes(passed=2, deselected=1)
     result.stdout.fnmatch_lines(
         [
-            f"lambda under test: handler.f from {pytester.path / 'fn'}; "
-            "tests without the contract marker are deselected",
+            f"csv-pipeline lambda: handler.f from {pytester.path / 'fn'}; "
+            "tests using the harness's fixtures run only when marked csv_pipeline_contract",
             "*::test_contract PASSED*",
+            "*::test_the_projects_own_unit_test PASSED*",
         ]
     )
-    assert "test_internals" not in result.stdout.str()
-    assert result.stdout.str().count("tests without the contract marker") == 1
+    assert "test_our_lambdas_internals" not in result.stdout.str()
 
 
 # -- packaging ---------------------------------------------------------------------------------
@@ -201,13 +229,13 @@ def test_the_contract_suite_fails_a_naive_lambda_for_the_right_reasons(
     result = pytester.runpytest_subprocess(
         "--pyargs",
         "csv_pipeline_harness.contract",
-        f"--lambda-source={NAIVE}",
-        "--lambda-handler=handler.lambda_handler",
+        f"--csv-pipeline-lambda-source={NAIVE}",
+        "--csv-pipeline-lambda-handler=handler.lambda_handler",
         "-p",
         "no:cacheprovider",
         "-n",
         "0",
-        "--canary-timeout=15",
+        "--csv-pipeline-canary-timeout=15",
         "-k",
         selection,
         f"--junitxml={report}",
@@ -227,7 +255,7 @@ def test_the_contract_suite_fails_a_naive_lambda_for_the_right_reasons(
             assert outcomes[name] is not None, f"{name} should fail ({reason})"
             assert reason in outcomes[name], f"{name} failed otherwise:\n{outcomes[name]}"
     result.stdout.fnmatch_lines(
-        [f"lambda under test: handler.lambda_handler from {NAIVE}; tests without the contract*"]
+        [f"csv-pipeline lambda: handler.lambda_handler from {NAIVE}; tests using the harness*"]
     )
 
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.harness
 
 #: Variables of the outer run that would change the inner session's choices.
 OUTER_VARIABLES = (
-    "AWS_BACKEND",
+    "CSV_PIPELINE_BACKEND",
     "AWS_ENDPOINT_URL",
     "PYTEST_ADDOPTS",
     "PYTEST_XDIST_WORKER",
@@ -87,10 +87,10 @@ def answers(url: str) -> bool:
 
 
 @pytest.mark.e2e
-def test_auto_without_docker_runs_the_embedded_emulator_and_says_why(
+def test_auto_runs_the_installed_embedded_emulator_and_says_why(
     pytester: pytest.Pytester, inner_env: dict[str, str]
 ) -> None:
-    """No engine answers at DOCKER_HOST: the header names the embedded emulator and the reason."""
+    """Whatever DOCKER_HOST says, auto is the embedded emulator when it is installed."""
     host = f"tcp://127.0.0.1:{closed_port()}"
     pytester.makepyfile(
         """
@@ -100,14 +100,17 @@ def test_auto_without_docker_runs_the_embedded_emulator_and_says_why(
         """
     )
     output = pytest_session(
-        pytester, {**inner_env, "DOCKER_HOST": host}, "--aws-backend=auto", "-p", "no:xdist"
+        pytester,
+        {**inner_env, "DOCKER_HOST": host},
+        "--csv-pipeline-backend=auto",
+        "-p",
+        "no:xdist",
     )
-    header = [line for line in output.splitlines() if line.startswith("aws backend:")]
-    assert len(header) == 1, output
-    assert header[0].startswith(
-        f"aws backend: ministack (auto: embedded ministack (no Docker engine answers at {host} ("
-    ), header
-    assert header[0].endswith("; endpoint: own loopback port per worker"), header
+    header = [line for line in output.splitlines() if line.startswith("csv-pipeline backend:")]
+    assert header == [
+        "csv-pipeline backend: ministack (auto: the embedded emulator is installed); "
+        "endpoint: one per worker"
+    ], output
     assert "1 passed" in output, output
 
 
@@ -152,7 +155,7 @@ def test_two_workers_each_get_an_emulator_and_a_stack_and_leave_nothing(
     out.mkdir()
     pytester.makepyfile(ISOLATION_TEST.format(out=str(out)))
     output = pytest_session(
-        pytester, inner_env, "--aws-backend=ministack", "-n", "2", "--dist=each"
+        pytester, inner_env, "--csv-pipeline-backend=ministack", "-n", "2", "--dist=each"
     )
     assert "2 passed" in output, output
     seen = {path.stem: json.loads(path.read_text()) for path in out.glob("*.json")}
@@ -222,8 +225,8 @@ def test_a_shared_endpoint_gets_suffixed_stacks_and_keeps_what_it_had(
     output = pytest_session(
         pytester,
         inner_env,
-        "--aws-backend=endpoint",
-        f"--aws-endpoint-url={shared_endpoint.url}",
+        "--csv-pipeline-backend=endpoint",
+        f"--csv-pipeline-endpoint-url={shared_endpoint.url}",
         "-n",
         "2",
         "--dist=each",
@@ -260,7 +263,12 @@ def test_a_failing_pipeline_tests_junit_report_holds_the_lambda_log(
     )
     report = pytester.path / "junit.xml"
     output = pytest_session(
-        pytester, inner_env, "--aws-backend=ministack", "-p", "no:xdist", f"--junitxml={report}"
+        pytester,
+        inner_env,
+        "--csv-pipeline-backend=ministack",
+        "-p",
+        "no:xdist",
+        f"--junitxml={report}",
     )
     assert "1 failed" in output, output
     cases = ET.parse(report).getroot().iter("testcase")
@@ -274,13 +282,17 @@ def test_a_failing_pipeline_tests_junit_report_holds_the_lambda_log(
     assert "assert [{" in text  # the assertion itself is still there
 
 
-# -- slow tests are opt-in ---------------------------------------------------------------------
+# -- the harness's slow tests are opt-in; the project's own are left alone --------------------
 
 SLOW_AND_QUICK = """
 import pytest
 
-@pytest.mark.slow
+@pytest.mark.csv_pipeline_slow
 def test_long():
+    pass
+
+@pytest.mark.slow
+def test_the_projects_own_slow_test():
     pass
 
 def test_quick():
@@ -291,12 +303,15 @@ def test_quick():
 @pytest.mark.parametrize(
     ("args", "env", "ran"),
     [
-        ((), {}, ["test_quick"]),
-        (("-m", "slow"), {}, ["test_long"]),
-        (("-m", "slow or not slow"), {}, ["test_long", "test_quick"]),
-        ((), {"HYPOTHESIS_PROFILE": "thorough"}, ["test_long", "test_quick"]),
+        ((), {}, ["test_quick", "test_the_projects_own_slow_test"]),
+        (("-m", "csv_pipeline_slow"), {}, ["test_long"]),
+        (
+            ("-m", "csv_pipeline_slow or not csv_pipeline_slow"),
+            {},
+            ["test_long", "test_quick", "test_the_projects_own_slow_test"],
+        ),
     ],
-    ids=["default", "m-slow", "m-both", "thorough-profile"],
+    ids=["default", "m-slow", "m-both"],
 )
 def test_slow_tests_run_only_when_asked_for(
     pytester: pytest.Pytester,
@@ -307,11 +322,17 @@ def test_slow_tests_run_only_when_asked_for(
 ) -> None:
     pytester.makepyfile(SLOW_AND_QUICK)
     output = pytest_session(
-        pytester, {**inner_env, **env}, "-p", "no:xdist", "-v", "--aws-backend=ministack", *args
+        pytester,
+        {**inner_env, **env},
+        "-p",
+        "no:xdist",
+        "-v",
+        "--csv-pipeline-backend=ministack",
+        *args,
     )
     passed = sorted(
         line.split("::")[1].split()[0] for line in output.splitlines() if " PASSED" in line
     )
     assert passed == ran, output
-    left_out = 2 - len(ran)
+    left_out = 3 - len(ran)
     assert (f"{left_out} deselected" in output) is (left_out > 0), output

@@ -26,7 +26,7 @@ from csv_pipeline_harness.provisioning.backends import ministack as ministack_mo
 from csv_pipeline_harness.provisioning.backends.endpoint import ExistingEndpointBackend
 from csv_pipeline_harness.provisioning.packaging import HANDLER, build_zip, code_sha256
 from csv_pipeline_harness.provisioning.stack import Stack, StackConfig
-from csv_pipeline_harness.pytest_plugin import DeployedPipeline, stack_fixture
+from csv_pipeline_harness.stacks import DeployedPipeline, stack_fixture
 
 
 def scratch_config() -> StackConfig:
@@ -279,7 +279,7 @@ def test_a_signal_while_the_emulator_is_spawned_leaves_nothing_behind(
 
 def test_endpoint_backend_without_an_emulator_fails_fast_with_the_fix() -> None:
     backend = ExistingEndpointBackend("http://127.0.0.1:9", timeout=1)
-    with pytest.raises(BackendUnavailable, match="--aws-endpoint-url"):
+    with pytest.raises(BackendUnavailable, match="--csv-pipeline-endpoint-url"):
         backend.start()
 
 

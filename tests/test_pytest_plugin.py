@@ -7,19 +7,13 @@ import time
 
 import pytest
 
-from csv_pipeline_harness.pytest_plugin import DEFAULT_CANARY_TIMEOUT, canary_timeout, stack_fixture
+from csv_pipeline_harness import options
+from csv_pipeline_harness.stacks import DEFAULT_CANARY_TIMEOUT, canary_timeout, stack_fixture
 
 #: The heading ``pytest --help`` shows above every option of the harness.
-HEADING = "csv-pipeline-harness (S3 -> Lambda -> DynamoDB on an AWS emulator):"
-OPTIONS = (
-    "--aws-backend",
-    "--aws-endpoint-url",
-    "--localstack-image",
-    "--ministack-image",
-    "--canary-timeout",
-    "--aws-allow-real",
-    "--lambda-source",
-    "--lambda-handler",
+HEADING = "csv-pipeline-harness (S3 -> Lambda -> DynamoDB; see `csv-pipeline --help`):"
+OPTIONS = tuple(option.flag for option in options.OPTIONS) + tuple(
+    f"--no-{option.flag[2:]}" for option in options.OPTIONS if option.switch
 )
 
 
@@ -44,7 +38,7 @@ def test_an_installed_package_brings_its_options_under_one_heading(
     block = "\n".join(option_block(lines, HEADING))
     text = result.stdout.str()
     for option in OPTIONS:
-        listed = re.compile(rf"^  {re.escape(option)}[= ]", re.MULTILINE)  # a value or a flag
+        listed = re.compile(rf"^  {re.escape(option)}(?:[= ]|$)", re.MULTILINE)  # value or flag
         assert listed.search(block), block
         assert len(listed.findall(text)) == 1, f"{option} listed outside the heading"
 
@@ -65,7 +59,7 @@ def test_an_installed_package_gives_a_fresh_project_the_pipeline(
             ]
         """
     )
-    result = pytester.runpytest("--aws-backend=ministack")
+    result = pytester.runpytest("--csv-pipeline-backend=ministack")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["plugins:*csv-pipeline-harness-*"])
 
@@ -74,8 +68,8 @@ def test_an_installed_package_gives_a_fresh_project_the_pipeline(
 @pytest.mark.e2e
 def test_header_names_the_backend_and_why(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing():\n    pass\n")
-    result = pytester.runpytest("--aws-backend=ministack")
-    result.stdout.fnmatch_lines(["aws backend: ministack (chosen explicitly)*"])
+    result = pytester.runpytest("--csv-pipeline-backend=ministack")
+    result.stdout.fnmatch_lines(["csv-pipeline backend: ministack (chosen explicitly)*"])
     assert result.ret == 0
 
 
@@ -89,7 +83,7 @@ def test_failing_pipeline_test_reports_the_lambda_log(pytester: pytest.Pytester)
             assert result.rows == []
         """
     )
-    result = pytester.runpytest("--aws-backend=ministack")
+    result = pytester.runpytest("--csv-pipeline-backend=ministack")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*Lambda log (/aws/lambda/csv-processor)*", "*INFO Starting csv-upload-bucket/tests/*"]
@@ -100,9 +94,9 @@ def test_failing_pipeline_test_reports_the_lambda_log(pytester: pytest.Pytester)
 @pytest.mark.e2e
 def test_unavailable_backend_fails_with_the_fix(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_uses_aws(aws_endpoint):\n    pass\n")
-    result = pytester.runpytest("--aws-backend=endpoint")
+    result = pytester.runpytest("--csv-pipeline-backend=endpoint")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*AWS backend unavailable*--aws-endpoint-url*"])
+    result.stdout.fnmatch_lines(["*AWS backend unavailable*--csv-pipeline-endpoint-url*"])
 
 
 # -- the canary: a broken wiring stops the session with one message ----------------------------
@@ -146,7 +140,9 @@ def test_a_miswired_stack_stops_the_session_with_one_message(
     pytester.makeconftest(MISWIRED_CONFTEST)
     pytester.makepyfile(PIPELINE_TESTS)
     started = time.monotonic()
-    result = pytester.runpytest("--aws-backend=ministack", "--canary-timeout=3")
+    result = pytester.runpytest(
+        "--csv-pipeline-backend=ministack", "--csv-pipeline-canary-timeout=3"
+    )
     elapsed = time.monotonic() - started
     # One error, for the first test that needed the pipeline; the rest never ran.
     result.assert_outcomes(passed=1, errors=1)
@@ -185,7 +181,9 @@ def test_a_canary_timeout_of_0_skips_the_check(pytester: pytest.Pytester) -> Non
             assert listing.get("KeyCount", 0) == 0
         """
     )
-    result = pytester.runpytest("--aws-backend=ministack", "--canary-timeout=0")
+    result = pytester.runpytest(
+        "--csv-pipeline-backend=ministack", "--csv-pipeline-canary-timeout=0"
+    )
     result.assert_outcomes(passed=1)
 
 
@@ -208,7 +206,7 @@ def test_the_canary_runs_and_leaves_nothing_behind(pytester: pytest.Pytester) ->
             assert pipeline.dynamodb.scan(TableName=cfg.table)["Items"] == []
         """
     )
-    result = pytester.runpytest("--aws-backend=ministack")
+    result = pytester.runpytest("--csv-pipeline-backend=ministack")
     result.assert_outcomes(passed=1)
 
 
@@ -217,20 +215,20 @@ def test_canary_timeout_comes_from_the_option_then_env_then_ini(
 ) -> None:
     monkeypatch.delenv("CSV_PIPELINE_CANARY_TIMEOUT", raising=False)
     assert canary_timeout(pytester.parseconfig()) == DEFAULT_CANARY_TIMEOUT
-    pytester.makeini("[pytest]\ncanary_timeout = 7\n")
+    pytester.makeini("[pytest]\ncsv_pipeline_canary_timeout = 7\n")
     assert canary_timeout(pytester.parseconfig()) == 7
     monkeypatch.setenv("CSV_PIPELINE_CANARY_TIMEOUT", "5.5")
     assert canary_timeout(pytester.parseconfig()) == 5.5
-    assert canary_timeout(pytester.parseconfig("--canary-timeout=0")) == 0
+    assert canary_timeout(pytester.parseconfig("--csv-pipeline-canary-timeout=0")) == 0
 
 
 @pytest.mark.parametrize(
     ("where", "value", "named"),
     [
-        ("option", "-1", "--canary-timeout: -1.0 must be"),
-        ("env", "soon", "CSV_PIPELINE_CANARY_TIMEOUT: soon is not a number"),
-        ("env", "-3", "CSV_PIPELINE_CANARY_TIMEOUT: -3 must be"),
-        ("ini", "inf", "ini canary_timeout: inf must be"),
+        ("option", "-1", "--csv-pipeline-canary-timeout: '-1' must be"),
+        ("env", "soon", "env CSV_PIPELINE_CANARY_TIMEOUT: 'soon' is not a number"),
+        ("env", "-3", "env CSV_PIPELINE_CANARY_TIMEOUT: '-3' must be"),
+        ("ini", "inf", "ini csv_pipeline_canary_timeout: 'inf' must be"),
     ],
 )
 @pytest.mark.harness
@@ -245,11 +243,11 @@ def test_a_bad_canary_timeout_stops_the_run_before_it_starts(
     pytester.makepyfile("def test_nothing():\n    pass\n")
     args = []
     if where == "option":
-        args.append(f"--canary-timeout={value}")
+        args.append(f"--csv-pipeline-canary-timeout={value}")
     elif where == "env":
         monkeypatch.setenv("CSV_PIPELINE_CANARY_TIMEOUT", value)
     else:
-        pytester.makeini(f"[pytest]\ncanary_timeout = {value}\n")
+        pytester.makeini(f"[pytest]\ncsv_pipeline_canary_timeout = {value}\n")
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {named}*"])
@@ -272,7 +270,7 @@ def lambda_handler(event, context=None):
 def test_a_stack_fixture_deploys_its_own_stack_and_destroys_it(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_a_factory=f"""
-        from csv_pipeline_harness.pytest_plugin import DeployedPipeline, stack_fixture
+        from csv_pipeline_harness.stacks import DeployedPipeline, stack_fixture
 
         wrapped = stack_fixture(
             prefix="wrapped",
@@ -315,7 +313,7 @@ def test_a_stack_fixture_deploys_its_own_stack_and_destroys_it(pytester: pytest.
             assert not [n for n in names if n.startswith("wrapped-")], names
         """,
     )
-    result = pytester.runpytest("--aws-backend=ministack")
+    result = pytester.runpytest("--csv-pipeline-backend=ministack")
     result.assert_outcomes(passed=4)
 
 
@@ -324,7 +322,7 @@ def test_a_stack_fixture_deploys_its_own_stack_and_destroys_it(pytester: pytest.
 def test_a_stack_fixture_reports_its_log_and_its_broken_wiring(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_c_report="""
-        from csv_pipeline_harness.pytest_plugin import stack_fixture
+        from csv_pipeline_harness.stacks import stack_fixture
 
         reported = stack_fixture(prefix="reported")
         broken = stack_fixture(prefix="broken", handler="no_such_module.lambda_handler")
@@ -339,7 +337,9 @@ def test_a_stack_fixture_reports_its_log_and_its_broken_wiring(pytester: pytest.
             pass
         """
     )
-    result = pytester.runpytest("--aws-backend=ministack", "--canary-timeout=3")
+    result = pytester.runpytest(
+        "--csv-pipeline-backend=ministack", "--csv-pipeline-canary-timeout=3"
+    )
     result.assert_outcomes(passed=1, failed=1, errors=1)
     result.stdout.fnmatch_lines(
         [

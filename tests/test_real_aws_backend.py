@@ -1,4 +1,4 @@
-"""``--aws-backend=aws``: real AWS, with the embedded emulator standing in for it.
+"""``--csv-pipeline-backend=aws``: real AWS, with the embedded emulator standing in for it.
 
 boto3 honours ``AWS_ENDPOINT_URL``, so a pytest run in a subprocess whose
 environment points there (with dummy credentials) goes through exactly the
@@ -104,7 +104,7 @@ def stands_in_for_aws(endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch) -> En
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     monkeypatch.setenv("AWS_DEFAULT_REGION", endpoint.region)
-    monkeypatch.setenv("AWS_BACKEND", "aws")
+    monkeypatch.setenv("CSV_PIPELINE_BACKEND", "aws")
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", ALLOW_ENV):
         monkeypatch.delenv(name, raising=False)
     return endpoint
@@ -128,7 +128,7 @@ def test_without_the_opt_in_it_refuses_naming_account_region_and_cost(
             "ERROR: the aws backend deploys to real AWS: account 000000000000 (*), "
             "region us-east-1.*Expected cost: about $0.04*DynamoDB on-demand writes*"
             "Lambda*S3*CloudWatch Logs*SQS*Nothing has been created. "
-            f"To go ahead pass --aws-allow-real or set {ALLOW_ENV}=1."
+            f"To go ahead pass --csv-pipeline-allow-real-aws or set {ALLOW_ENV}=1."
         ]
     )
     assert inventory(stands_in_for_aws) == before
@@ -146,7 +146,7 @@ def test_with_the_opt_in_a_suffixed_stack_runs_and_is_removed(
     result.assert_outcomes(passed=1)
     result.stdout.re_match_lines(
         [
-            rf"aws backend: aws .*real AWS, account 000000000000, region us-east-1, "
+            rf"csv-pipeline backend: aws .*real AWS, account 000000000000, region us-east-1, "
             rf"stack suffix {SUFFIX[1:]}$"
         ]
     )
@@ -160,7 +160,7 @@ def test_a_failing_test_leaves_nothing_behind(
 ) -> None:
     before = inventory(stands_in_for_aws)
     pytester.makepyfile(FAILING)
-    result = run_pytest(pytester, "--aws-allow-real")
+    result = run_pytest(pytester, "--csv-pipeline-allow-real-aws")
     result.assert_outcomes(failed=1)
     result.stdout.re_match_lines([rf".*Lambda log \(/aws/lambda/csv-processor{SUFFIX}\).*"])
     assert inventory(stands_in_for_aws) == before
@@ -201,7 +201,7 @@ def test_what_the_run_did_not_create_is_left_untouched(
             PASSING
             + "\n\ndef test_alone(aws_endpoint):\n    pass\n"  # the backend starts either way
         )
-        result = run_pytest(pytester, "--aws-allow-real")
+        result = run_pytest(pytester, "--csv-pipeline-allow-real-aws")
         result.assert_outcomes(passed=1, errors=1)
         result.stdout.fnmatch_lines([f"*ResourceExists: table {other.table} already exists*"])
         assert inventory(stands_in_for_aws) == before
@@ -220,7 +220,7 @@ def test_a_signal_while_a_test_waits_leaves_nothing_behind(
     test_file = pytester.makepyfile(WAITING)
     command = [sys.executable, "-m", "pytest", "-n", "0", "-p", "no:cacheprovider", "-s"]
     with spawned(
-        [*command, "--aws-allow-real", str(test_file)],
+        [*command, "--csv-pipeline-allow-real-aws", str(test_file)],
         cwd=str(pytester.path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -256,7 +256,7 @@ def test_missing_credentials_name_what_to_set(
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     pytester.makepyfile("def test_nothing():\n    pass\n")
-    result = run_pytest(pytester, "--aws-backend=aws", "--aws-allow-real")
+    result = run_pytest(pytester, "--csv-pipeline-backend=aws", "--csv-pipeline-allow-real-aws")
     assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
     result.stderr.fnmatch_lines(
         ["ERROR: the aws backend found no AWS credentials: set AWS_PROFILE*AWS_ACCESS_KEY_ID*"]
@@ -272,7 +272,9 @@ def test_an_opt_in_value_that_is_neither_yes_nor_no_is_refused(
     pytester.makepyfile("def test_nothing():\n    pass\n")
     result = run_pytest(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: {ALLOW_ENV}='maybe': set it to 1 to allow real AWS*"])
+    result.stderr.fnmatch_lines(
+        [f"ERROR: env {ALLOW_ENV}: 'maybe' is not a switch; use on or off*"]
+    )
 
 
 def _lambda_error(message: str) -> ClientError:

@@ -5,7 +5,7 @@ event keys however it likes; ``harness.realism`` makes the function meet
 AWS's behaviour instead. The unit tests pin the pieces (key encoding, write
 units, the token buckets); the end-to-end tests deploy a function inside the
 wrapper and show each behaviour in its log and in the table; the last runs
-part of the contract suite with ``--aws-realism``.
+part of the contract suite with ``--csv-pipeline-aws-realism``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from boto3.dynamodb.conditions import Key
 
 from csv_pipeline_harness import realism, realism_mode
 from csv_pipeline_harness.provisioning.backends.base import EMULATOR_CREDENTIALS
-from csv_pipeline_harness.pytest_plugin import DeployedPipeline, stack_fixture
+from csv_pipeline_harness.stacks import DeployedPipeline, stack_fixture
 
 #: Low enough that a few thousand rows meet throttling however fast the machine is.
 RATE = 500
@@ -235,8 +235,8 @@ def test_zz_the_session_function_ran_wrapped(pipeline):
 def test_the_contract_suite_passes_in_realism_mode(pytester: pytest.Pytester) -> None:
     check = pytester.makepyfile(test_wrapped=WRAPPED_CHECK)
     result = pytester.runpytest(
-        "--aws-backend=ministack",
-        "--aws-realism",
+        "--csv-pipeline-backend=ministack",
+        "--csv-pipeline-aws-realism",
         "-v",
         "-p",
         "no:cacheprovider",
@@ -258,17 +258,20 @@ def test_the_contract_suite_passes_in_realism_mode(pytester: pytest.Pytester) ->
 def test_realism_is_off_unless_asked(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(realism_mode.ENV, raising=False)
+    env = "CSV_PIPELINE_AWS_REALISM"
+    monkeypatch.delenv(env, raising=False)
     assert not realism_mode.enabled(pytester.parseconfig())
-    assert realism_mode.enabled(pytester.parseconfig("--aws-realism"))
-    monkeypatch.setenv(realism_mode.ENV, "1")
+    assert realism_mode.enabled(pytester.parseconfig("--csv-pipeline-aws-realism"))
+    monkeypatch.setenv(env, "1")
     assert realism_mode.enabled(pytester.parseconfig())
-    monkeypatch.setenv(realism_mode.ENV, "0")
-    pytester.makeini("[pytest]\naws_realism = true\n")
+    # The command line switches it off again.
+    assert not realism_mode.enabled(pytester.parseconfig("--no-csv-pipeline-aws-realism"))
+    monkeypatch.setenv(env, "0")
+    pytester.makeini("[pytest]\ncsv_pipeline_aws_realism = true\n")
     assert not realism_mode.enabled(pytester.parseconfig())  # the environment wins over ini
-    monkeypatch.delenv(realism_mode.ENV)
+    monkeypatch.delenv(env)
     assert realism_mode.enabled(pytester.parseconfig())
-    monkeypatch.setenv(realism_mode.ENV, "maybe")
+    monkeypatch.setenv(env, "maybe")
     with pytest.raises(pytest.UsageError, match="CSV_PIPELINE_AWS_REALISM"):
         realism_mode.enabled(pytester.parseconfig())
 

@@ -26,7 +26,7 @@ from csv_pipeline_harness.provisioning.backends import Endpoint, MinistackBacken
 from csv_pipeline_harness.provisioning.packaging import build_zip, lambda_source_dir
 from csv_pipeline_harness.provisioning.policy import LAMBDA_TRUST_POLICY, function_policy
 from csv_pipeline_harness.provisioning.stack import POLICY_NAME, Stack, StackConfig, StackOutputs
-from csv_pipeline_harness.pytest_plugin import DeployedPipeline, stack_fixture
+from csv_pipeline_harness.stacks import DeployedPipeline, stack_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 

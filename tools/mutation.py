@@ -24,7 +24,7 @@ and each one reruns the parsing tests and properties that reach it: about
 17 minutes on 2 cores, so it is asked for by name (``--module parsing`` or
 ``--all``).
 
-Hypothesis runs the ``mutation`` profile (:mod:`csv_pipeline_harness.profiles`): few,
+Hypothesis runs the ``csv-pipeline-mutation`` profile (:mod:`csv_pipeline_harness.profiles`): few,
 derandomized examples, so each mutant costs seconds and the score is the
 same on every run.
 
@@ -43,6 +43,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "lambda" / "csv_pipeline"
@@ -98,14 +100,19 @@ def stage(work: Path, modules: list[str]) -> None:
         PACKAGE, work / "src" / "csv_pipeline", ignore=shutil.ignore_patterns("__pycache__")
     )
     shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    # This repository's markers, their opt-in and its Hypothesis profile choice.
+    shutil.copy2(ROOT / "conftest.py", work / "conftest.py")
+    markers = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "pytest"
+    ]["ini_options"]["markers"]
     tests = [t for t in TESTS if (ROOT / t).exists()]
     only = [f"src/csv_pipeline/{m}.py" for m in modules]
     (work / "pyproject.toml").write_text(
         "[tool.mutmut]\n"
         'source_paths = ["src/csv_pipeline"]\n'
         f"only_mutate = {toml_list(only)}\n"
-        # No xdist, no cache, no end-to-end test; the harness plugin's opt-in
-        # markers (slow, install) stay out as in the default run.
+        # No xdist, no cache, no end-to-end test; the opt-in markers (slow,
+        # install) stay out as in the default run.
         f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:xdist", "-m", "not e2e"]\n'
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
         # The staging directory is no git work tree of its own.
@@ -115,7 +122,8 @@ def stage(work: Path, modules: list[str]) -> None:
         "timeout_multiplier = 3.0\n"
         "timeout_constant = 5.0\n"
         "\n[tool.pytest.ini_options]\n"
-        'addopts = "--strict-markers"\n',
+        'addopts = "--strict-markers"\n'
+        f"markers = {toml_list(markers)}\n",
         encoding="utf-8",
     )
 
@@ -192,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work: Path = args.work.resolve()
     stage(work, sorted(MODULES if args.all else args.module or DEFAULT_MODULES))
-    env = {**os.environ, "HYPOTHESIS_PROFILE": "mutation", "AWS_BACKEND": "ministack"}
+    env = {
+        **os.environ,
+        "HYPOTHESIS_PROFILE": "csv-pipeline-mutation",
+        "CSV_PIPELINE_BACKEND": "ministack",
+    }
     run = [sys.executable, "-m", "mutmut", "run"]
     if args.max_children:
         run += ["--max-children", str(args.max_children)]

@@ -5,7 +5,7 @@ function with hand-made S3 events), never through this package's Lambda
 code, so they judge any implementation deployed in its place::
 
     pytest --pyargs csv_pipeline_harness.contract \
-        --lambda-source DIR --lambda-handler module.function
+        --csv-pipeline-lambda-source DIR --csv-pipeline-lambda-handler module.function
 
 :mod:`csv_pipeline_harness.contract.limits` holds the contract's numbers,
 :mod:`csv_pipeline_harness.contract.strategies` generates documents and

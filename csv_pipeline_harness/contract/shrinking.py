@@ -14,22 +14,23 @@ failure is always a real one.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hypothesis import reject
 
+from csv_pipeline_harness import options
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Seconds the shrinker may spend on an end-to-end property after its first
-#: failure (env ``CSV_PIPELINE_SHRINK_SECONDS``).
-SHRINK_SECONDS = float(os.environ.get("CSV_PIPELINE_SHRINK_SECONDS", "30"))
 
+def bounded_shrinking(seconds: float | None = None) -> Callable[[F], F]:
+    """Decorate a test under ``@given``: after ``seconds`` of shrinking, try no new example.
 
-def bounded_shrinking(seconds: float = SHRINK_SECONDS) -> Callable[[F], F]:
-    """Decorate a test under ``@given``: after ``seconds`` of shrinking, try no new example."""
+    ``seconds`` defaults to the session's ``shrink-seconds`` setting
+    (``--csv-pipeline-shrink-seconds``, env, ini; 30), read when the test runs.
+    """
 
     def decorate(test: F) -> F:
         first_failure: float | None = None
@@ -39,7 +40,8 @@ def bounded_shrinking(seconds: float = SHRINK_SECONDS) -> Callable[[F], F]:
         def run(*args: Any, **kwargs: Any) -> Any:
             nonlocal first_failure
             example = repr((args, sorted(kwargs.items())))
-            spent = first_failure is not None and time.monotonic() - first_failure > seconds
+            budget = seconds if seconds is not None else options.session_value("shrink-seconds")
+            spent = first_failure is not None and time.monotonic() - first_failure > budget
             if spent and example not in failed:
                 reject()
             try:

@@ -13,7 +13,7 @@ import pytest
 from csv_pipeline_harness.client import Ingestion, PipelineClient
 from csv_pipeline_harness.provisioning.samples import sample_csv
 
-pytestmark = [pytest.mark.e2e, pytest.mark.contract]
+pytestmark = [pytest.mark.csv_pipeline_e2e, pytest.mark.csv_pipeline_contract]
 
 
 def data(result: Ingestion) -> list[dict[str, Any]]:

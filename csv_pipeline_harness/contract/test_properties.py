@@ -59,7 +59,7 @@ from csv_pipeline_harness.contract.strategies import (
     tiled_documents,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.contract]
+pytestmark = [pytest.mark.csv_pipeline_e2e, pytest.mark.csv_pipeline_contract]
 
 #: The active profile's max_examples: 25 in ``dev``, 200 in ``ci``.
 BUDGET = settings().max_examples
@@ -374,7 +374,7 @@ def read_rows_by_key(pipeline: PipelineClient, key: str, last_row: int) -> list[
     return sorted(found, key=lambda row: row["row"])
 
 
-@pytest.mark.slow
+@pytest.mark.csv_pipeline_slow
 def test_a_million_rows(pipeline: PipelineClient) -> None:
     document = large_document(1_000_000)
     key = new_key("million")

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from .localstack import LocalStackBackend
     from .ministack_container import MinistackContainerBackend
 
-#: Names accepted by ``--aws-backend`` / ``AWS_BACKEND`` and ``--backend``.
+#: Names accepted by the pytest setting ``backend`` and the CLI's ``--backend``.
 BACKEND_NAMES = ("auto", "ministack", "localstack", "ministack-container", "endpoint")
-#: Real AWS: only for pytest's ``--aws-backend``, which asks for an opt-in first.
+#: Real AWS: asks for an opt-in first (pytest and CLI alike).
 REAL_AWS = RealAwsBackend.name
 
 #: Top-level packages of the ``containers`` extra.
@@ -84,10 +84,12 @@ def select_backend(
 ) -> Selection:
     """Resolve a backend name; raise BackendUnavailable with the fix when it can't run.
 
-    ``auto`` prefers a container (LocalStack, then MiniStack) when the
-    ``containers`` extra is installed, a Docker engine answers and the image
-    is present or pullable, else the embedded emulator. Explicit container
-    choices are checked when they start.
+    ``auto`` is the embedded emulator whenever it is installed (the
+    ``emulator`` extra: no Docker, fastest to start); without it, a container
+    (LocalStack, then MiniStack) when the ``containers`` extra is installed, a
+    Docker engine answers and the image is present or pullable. Docker is
+    probed only in that second case. Explicit container choices are checked
+    when they start.
     """
     if name == "auto":
         return _auto(region, port, localstack_image, ministack_image)
@@ -118,17 +120,18 @@ def select_backend(
 def _auto(
     region: str, port: int | None, localstack_image: str | None, ministack_image: str | None
 ) -> Selection:
+    if ministack_available():
+        return Selection(
+            MinistackBackend(region=region, port=port), "auto: the embedded emulator is installed"
+        )
     found = _auto_container(region, port, localstack_image, ministack_image)
     if isinstance(found, Selection):
         return found
-    if not ministack_available():
-        raise BackendUnavailable(
-            f"no backend available ({found}): install the embedded emulator with "
-            f"{install_hint('emulator')}, or pass --aws-backend=endpoint --aws-endpoint-url URL "
-            "(CLI: --backend endpoint --endpoint-url URL)"
-        )
-    return Selection(
-        MinistackBackend(region=region, port=port), f"auto: embedded ministack ({found})"
+    raise BackendUnavailable(
+        f"no backend available (no embedded emulator; {found}): install it with "
+        f"{install_hint('emulator')}, or use an emulator you run with backend endpoint "
+        "(pytest: --csv-pipeline-backend=endpoint --csv-pipeline-endpoint-url URL; "
+        "CLI: --backend endpoint --endpoint-url URL)"
     )
 
 
@@ -157,7 +160,8 @@ def _auto_container(
     for candidate in candidates:
         ok, why = container.image_status(engine, candidate.image)
         if ok:
-            return Selection(candidate, f"auto: Docker answers and {candidate.image} is {why}")
+            reason = f"auto: no embedded emulator; Docker answers and {candidate.image} is {why}"
+            return Selection(candidate, reason)
         missing.append(candidate.image)
     return f"Docker answers but no image is present or pullable: {', '.join(missing)}"
 

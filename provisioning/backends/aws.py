@@ -10,9 +10,9 @@ in for AWS).
 Deploying to an account costs money and leaves resources behind if a run is
 cut short, so:
 
-* a run must opt in (:data:`ALLOW_ENV` or the pytest option
-  ``--aws-allow-real``); :func:`refusal` is what it is told otherwise: the
-  account, the region and what a run costs;
+* a run must opt in (:data:`ALLOW_ENV`, the pytest option
+  ``--csv-pipeline-allow-real-aws`` or the CLI's ``--allow-real-aws``); :func:`refusal` is what
+  it is told otherwise: the account, the region and what a run costs;
 * the stacks a session deploys are handed to :meth:`RealAwsBackend.track`
   and destroyed by :meth:`RealAwsBackend.stop` (the session finalizer, and
   ``atexit`` for an interrupted session); the stacks are *fresh*
@@ -131,7 +131,7 @@ def allowed(flag: bool) -> bool:
     return flag or raw in _YES
 
 
-def refusal(identity: Identity, option: str = "--aws-allow-real") -> str:
+def refusal(identity: Identity, option: str = "--allow-real-aws") -> str:
     """Why a run without the opt-in stops, and what going ahead would mean."""
     return (
         f"the aws backend deploys to real AWS: {identity}. It creates its own suffixed S3 "

@@ -60,7 +60,7 @@ class Backend(abc.ABC):
     leaves no process or container behind. Use as a context manager.
     """
 
-    #: Name used by ``--aws-backend`` and the CLI's ``--backend``.
+    #: Name used by ``--csv-pipeline-backend`` and the CLI's ``--backend``.
     name: str = ""
 
     def __init__(self, region: str = DEFAULT_REGION) -> None:

@@ -353,7 +353,7 @@ class ContainerBackend(Backend):
             raise BackendUnavailable(
                 f"the {self.name} backend needs Docker: {engine.error}. Start Docker "
                 "(or set DOCKER_HOST), or use the embedded emulator, which needs no Docker: "
-                "--aws-backend=ministack (CLI: --backend ministack)"
+                "--csv-pipeline-backend=ministack (CLI: --backend ministack)"
             )
         ok, why = image_status(engine, self.image)
         if not ok:

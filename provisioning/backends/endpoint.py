@@ -19,8 +19,8 @@ class ExistingEndpointBackend(Backend):
         super().__init__(region)
         if not url:
             raise BackendUnavailable(
-                "the 'endpoint' backend needs a URL: --aws-endpoint-url http://localhost:4566 "
-                "(or AWS_ENDPOINT_URL)"
+                "the 'endpoint' backend needs a URL: pytest --csv-pipeline-endpoint-url URL "
+                "(env CSV_PIPELINE_ENDPOINT_URL), CLI --endpoint-url URL"
             )
         self.url = url.rstrip("/")
         self.timeout = timeout
@@ -36,7 +36,7 @@ class ExistingEndpointBackend(Backend):
         else:
             raise BackendUnavailable(
                 f"nothing healthy at {self.url} ({'; '.join(errors)}); start the emulator "
-                "(e.g. docker compose up -d) or pass the right --aws-endpoint-url"
+                "(e.g. docker compose up -d) or pass the right --csv-pipeline-endpoint-url"
             )
         self._endpoint = Endpoint(url=self.url, region=self.region)
         return self._endpoint

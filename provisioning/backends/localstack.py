@@ -48,10 +48,11 @@ def lambda_docker_flags(instance_id: str) -> str:
 
 class LocalStackBackend(ContainerBackend):
     name = "localstack"
-    image_env = "LOCALSTACK_IMAGE"
+    image_env = "CSV_PIPELINE_LOCALSTACK_IMAGE"
     image_fix = (
         "Pull it where a registry is reachable (docker pull, or docker save / docker load "
-        "to carry it over), or choose another tag with --localstack-image / LOCALSTACK_IMAGE; "
+        "to carry it over), or choose another tag with --csv-pipeline-localstack-image "
+        "(env CSV_PIPELINE_LOCALSTACK_IMAGE); "
         "the ministack-container and ministack backends need no LocalStack image"
     )
 
@@ -74,12 +75,14 @@ class LocalStackBackend(ContainerBackend):
             env["LOCALSTACK_AUTH_TOKEN"] = self.auth_token
             auth_hint = (
                 "LocalStack rejected LOCALSTACK_AUTH_TOKEN; check the token, or run the last "
-                f"token-free image: --localstack-image={DEFAULT_IMAGE} (env LOCALSTACK_IMAGE)"
+                f"token-free image: --csv-pipeline-localstack-image={DEFAULT_IMAGE} "
+                "(env CSV_PIPELINE_LOCALSTACK_IMAGE)"
             )
         else:
             auth_hint = (
                 "this LocalStack image needs an auth token. Set LOCALSTACK_AUTH_TOKEN, or run the "
-                f"last token-free image: --localstack-image={DEFAULT_IMAGE} (env LOCALSTACK_IMAGE)"
+                f"last token-free image: --csv-pipeline-localstack-image={DEFAULT_IMAGE} "
+                "(env CSV_PIPELINE_LOCALSTACK_IMAGE)"
             )
         return ContainerSpec(
             image=self.image,

@@ -46,7 +46,7 @@ def ministack_version() -> str:
     raise BackendUnavailable(
         "cannot tell which MiniStack image to run: install the project "
         f"({install_hint('emulator')}) "
-        "or name the image with --ministack-image / MINISTACK_IMAGE"
+        "or name the image with --csv-pipeline-ministack-image / CSV_PIPELINE_MINISTACK_IMAGE"
     )
 
 
@@ -56,10 +56,11 @@ def default_image() -> str:
 
 class MinistackContainerBackend(ContainerBackend):
     name = "ministack-container"
-    image_env = "MINISTACK_IMAGE"
+    image_env = "CSV_PIPELINE_MINISTACK_IMAGE"
     image_fix = (
         "Build it without a registry: csv-pipeline build-image; or pull it where a "
-        "registry is reachable; or name another tag with --ministack-image / MINISTACK_IMAGE"
+        "registry is reachable; or name another tag with --csv-pipeline-ministack-image "
+        "(env CSV_PIPELINE_MINISTACK_IMAGE)"
     )
 
     @classmethod
