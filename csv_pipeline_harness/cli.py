@@ -1,22 +1,41 @@
 """``csv-pipeline``: run, deploy, destroy and demonstrate the pipeline.
 
 Exit codes: 0 success; 1 the pipeline did not do what was asked (e.g. the
-demo file FAILED or timed out); 2 bad usage; 3 the backend is unavailable.
+demo file FAILED or timed out); 2 bad usage, or real AWS without the opt-in;
+3 the backend is unavailable; 4 an AWS call failed (one line: the call, the
+error code, AWS's message); 5 the stack would change a resource it did not
+create (nothing was changed).
+
+Without ``--endpoint-url``, ``deploy`` and ``destroy`` act on the account of
+your AWS credentials; like pytest's real-AWS backend they then need
+``--allow-real-aws`` (or ``CSV_PIPELINE_ALLOW_REAL_AWS=1``) and otherwise stop
+before any change, naming the account and region. Whatever the endpoint,
+every resource ``deploy`` creates carries the tag ``csv-pipeline:stack``;
+``deploy`` changes nothing that lacks it, and ``destroy`` removes only what
+carries it, listing what it left alone and why.
+
+``--json`` (``up``, ``deploy``, ``demo``) prints one JSON document on stdout
+and the human text on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from csv_pipeline_harness.client import Ingestion, IngestionError, PipelineClient
 
 from .progress import ProgressBar, human_bytes
+from .provisioning.aws_errors import one_line
 from .provisioning.backends import (
     BACKEND_NAMES,
     Backend,
@@ -27,9 +46,25 @@ from .provisioning.backends import (
 )
 from .provisioning.backends.base import DEFAULT_REGION
 from .provisioning.samples import sample_csv
-from .provisioning.stack import Stack, StackConfig, StackOutputs
+from .provisioning.stack import OWNER_TAG, NotOurs, Stack, StackConfig, StackOutputs
 
-EXIT_OK, EXIT_PIPELINE, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
+EXIT_OK, EXIT_PIPELINE, EXIT_USAGE, EXIT_BACKEND, EXIT_AWS, EXIT_NOT_OURS = 0, 1, 2, 3, 4, 5
+
+
+class _Output:
+    """Where a command writes: human text on stdout, or on stderr when ``--json`` is given."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.human = sys.stderr if as_json else sys.stdout
+
+    def say(self, text: str = "", **kwargs: Any) -> None:
+        print(text, file=self.human, flush=True, **kwargs)
+
+    def document(self, value: Any) -> None:
+        """The command's JSON document, on one line of stdout with ``--json``; else nothing."""
+        if self.as_json:
+            print(json.dumps(value, default=str), flush=True)
 
 
 def format_table(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
@@ -48,8 +83,12 @@ def format_table(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join([line(headers), rule, *(line(c) for c in cells)])
 
 
-def _print_outputs(outputs: StackOutputs) -> None:
-    print(outputs.to_json())
+def _describe_outputs(out: _Output, outputs: StackOutputs) -> None:
+    out.say(f"  bucket    {outputs.bucket}")
+    out.say(f"  table     {outputs.table}")
+    out.say(f"  function  {outputs.function}")
+    out.say(f"  role      {outputs.role_arn}")
+    out.say(f"  failed-events queue  {outputs.failed_events_queue_url}")
 
 
 class _StopRequested(KeyboardInterrupt):
@@ -78,19 +117,20 @@ def _run_up(args: argparse.Namespace) -> int:
     try:
         selection = select_backend(args.backend, endpoint_url=args.endpoint_url, port=args.port)
         backend = selection.backend
-        print(f"Starting {backend.name} ({selection.reason})...", flush=True)
+        out = _Output(args.json)
+        out.say(f"Starting {backend.name} ({selection.reason})...")
         started = time.monotonic()
         endpoint = backend.start()
         outputs = Stack(endpoint).deploy()
-        print(f"Ready in {time.monotonic() - started:.1f}s. Endpoint: {endpoint.url}")
-        _print_outputs(outputs)
-        print(
+        out.say(f"Ready in {time.monotonic() - started:.1f}s. Endpoint: {endpoint.url}")
+        _describe_outputs(out, outputs)
+        out.document(asdict(outputs))
+        out.say(
             "\nTry:\n"
             f"  aws --endpoint-url={endpoint.url} s3 cp file.csv s3://{outputs.bucket}/\n"
             f"  aws --endpoint-url={endpoint.url} dynamodb scan --table-name {outputs.table}\n"
             "(any AWS credentials work; e.g. AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test)\n"
-            "Press Ctrl-C to stop.",
-            flush=True,
+            "Press Ctrl-C to stop."
         )
         while True:
             time.sleep(3600)
@@ -106,18 +146,48 @@ def _run_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _endpoint(args: argparse.Namespace) -> Endpoint:
-    return Endpoint(url=args.endpoint_url, region=args.region)
+class _Refused(Exception):
+    """Real AWS without the opt-in; nothing was changed."""
+
+
+def _endpoint(args: argparse.Namespace, action: str) -> Endpoint:
+    """The endpoint to act on; real AWS (no ``--endpoint-url``) only with the opt-in."""
+    if args.endpoint_url:
+        return Endpoint(url=args.endpoint_url, region=args.region)
+    from .provisioning.backends.aws import ALLOW_ENV, allowed, identify
+
+    identity = identify()  # whose credentials: named in the refusal, checked even with it
+    if not allowed(bool(args.allow_real_aws)):
+        raise _Refused(
+            f"{action} without --endpoint-url acts on real AWS: {identity}. Nothing has been "
+            f"changed. To go ahead pass --allow-real-aws or set {ALLOW_ENV}=1; for an "
+            "emulator pass --endpoint-url URL."
+        )
+    return Endpoint(url=None, region=args.region)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    _print_outputs(Stack(_endpoint(args)).deploy())
+    out = _Output(args.json)
+    endpoint = _endpoint(args, "deploy")
+    outputs = Stack(endpoint).deploy()
+    out.say(f"Deployed stack {outputs.function} on {endpoint.url or 'AWS'} ({outputs.region}):")
+    _describe_outputs(out, outputs)
+    out.document(asdict(outputs))
     return EXIT_OK
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
-    Stack(_endpoint(args)).destroy()
-    print("Stack removed.")
+    endpoint = _endpoint(args, "destroy")
+    stack = Stack(endpoint)
+    report = stack.destroy()
+    for line in report.lines():
+        print(line)
+    if report.left_alone:
+        print(
+            f"Left alone: {len(report.left_alone)} resource(s) without this stack's "
+            f"{OWNER_TAG}={stack.config.name} tag."
+        )
+    print("Stack removed." if report.removed else "Nothing of this stack was found.")
     return EXIT_OK
 
 
@@ -157,6 +227,7 @@ def _ingest_with_progress(
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    out = _Output(args.json)
     path: Path | None = args.csv
     if path is not None and not path.is_file():
         print(f"error: {path} is not a file", file=sys.stderr)
@@ -164,12 +235,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     key = path.name if path else "people.csv"
     size = path.stat().st_size if path else len(sample_csv())
     selection = select_backend(args.backend, endpoint_url=args.endpoint_url)
-    print(f"Backend: {selection.backend.name} ({selection.reason})")
+    out.say(f"Backend: {selection.backend.name} ({selection.reason})")
     with selection.backend as endpoint:
         config = StackConfig()
         outputs = Stack(endpoint, config).deploy()
-        print(f"Deployed {outputs.function} on {endpoint.url}")
-        print(f"Uploading {human_bytes(size)} to s3://{outputs.bucket}/{key} ...", flush=True)
+        out.say(f"Deployed {outputs.function} on {endpoint.url}")
+        out.say(f"Uploading {human_bytes(size)} to s3://{outputs.bucket}/{key} ...")
         client = PipelineClient(endpoint, config)
         try:
             result = _ingest_with_progress(client, key, path, args.timeout)
@@ -177,18 +248,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_PIPELINE
         manifest = result.manifest
-        print(
+        out.document(
+            {
+                "status": result.status,
+                "source": manifest["source"],
+                "rows_written": manifest["rows_written"],
+                "rows_rejected": manifest["rows_rejected"],
+                "error_code": manifest.get("error_code"),
+                "error": manifest.get("error"),
+                "columns": manifest.get("columns", []),
+                "rows": result.rows,
+                "rejected": manifest.get("rejected", []),
+            }
+        )
+        out.say(
             f"\n{result.status}: {manifest['rows_written']} rows written, "
             f"{manifest['rows_rejected']} rejected  (source {manifest['source']})\n"
         )
         if result.status != "COMPLETE":
             print(f"error: {manifest.get('error')}", file=sys.stderr)
             return EXIT_PIPELINE
-        print(format_table(manifest["columns"], result.rows[: args.limit]))
+        out.say(format_table(manifest["columns"], result.rows[: args.limit]))
         if len(result.rows) > args.limit:
-            print(f"... {len(result.rows) - args.limit} more rows")
+            out.say(f"... {len(result.rows) - args.limit} more rows")
         for rejection in manifest.get("rejected", []):
-            print(f"rejected row {rejection['row']}: {rejection['reason']}")
+            out.say(f"rejected row {rejection['row']}: {rejection['reason']}")
     return EXIT_OK
 
 
@@ -214,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="csv-pipeline",
         description="Run and provision the S3 -> Lambda -> DynamoDB CSV pipeline.",
+        epilog="Exit codes: 0 ok, 1 the pipeline failed, 2 usage (or real AWS without "
+        "--allow-real-aws), 3 backend unavailable, 4 an AWS call failed, 5 a resource under "
+        "the stack's name was not created by it (nothing changed).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def backend_options(p: argparse.ArgumentParser) -> None:
@@ -229,15 +317,30 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start an emulator with the stack deployed; Ctrl-C stops it")
     backend_options(up)
     up.add_argument("--port", type=int, help="host port for the emulator (default: a free one)")
+    json_option(up)
     up.set_defaults(func=cmd_up)
 
     for name, func, text in (
         ("deploy", cmd_deploy, "create or update the stack on an endpoint (idempotent)"),
-        ("destroy", cmd_destroy, "remove the stack from an endpoint"),
+        (
+            "destroy",
+            cmd_destroy,
+            "remove the stack's resources (only those carrying its tag) from an endpoint",
+        ),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--endpoint-url", help="AWS endpoint; omit for real AWS")
+        p.add_argument(
+            "--endpoint-url", help="AWS endpoint; omit for real AWS (needs --allow-real-aws)"
+        )
         p.add_argument("--region", default=DEFAULT_REGION, help=f"default: {DEFAULT_REGION}")
+        p.add_argument(
+            "--allow-real-aws",
+            action="store_true",
+            help="act on the account of your AWS credentials when --endpoint-url is omitted "
+            "(or set CSV_PIPELINE_ALLOW_REAL_AWS=1)",
+        )
+        if name == "deploy":
+            json_option(p)
         p.set_defaults(func=func)
 
     demo = sub.add_parser("demo", help="emulator + deploy + upload a CSV + print the rows")
@@ -245,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     backend_options(demo)
     demo.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
     demo.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    json_option(demo)
     demo.set_defaults(func=cmd_demo)
 
     build = sub.add_parser(
@@ -269,6 +373,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document on stdout; the human text goes to stderr",
+    )
+
+
+def _version() -> str:
+    import csv_pipeline_harness
+
+    return str(csv_pipeline_harness.__version__)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -276,3 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackendUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BACKEND
+    except _Refused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except NotOurs as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOT_OURS
+    except ClientError as exc:
+        print(f"error: AWS call failed: {one_line(exc)}", file=sys.stderr)
+        return EXIT_AWS

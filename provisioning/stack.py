@@ -3,7 +3,15 @@ and the queue where events land that failed every asynchronous retry.
 
 ``Stack.deploy`` is idempotent (a second run changes nothing and fails on
 nothing; changed code or settings are updated) and works the same against
-an emulator or real AWS. ``Stack.destroy`` removes everything it created.
+an emulator or real AWS.
+
+Ownership is a tag: every resource ``deploy`` creates carries
+``csv-pipeline:stack = <stack name>`` (:data:`OWNER_TAG`). ``deploy``
+updates only resources carrying its tag; a name taken by anything else stops
+it with :class:`NotOurs`, before it changes anything of that resource. Its
+notification is merged into the bucket's configuration (other notifications
+stay). ``Stack.destroy`` removes only resources carrying its tag and returns
+a :class:`DestroyReport` saying what it removed and what it left alone, and why.
 
 A *fresh* stack (``Stack(..., fresh=True)``, what a test session on real AWS
 deploys) adopts nothing: a name already taken stops ``deploy`` with
@@ -74,6 +82,11 @@ class StackConfig:
             )
 
     @property
+    def name(self) -> str:
+        """The stack's name, the value of its :data:`OWNER_TAG` (its function's name)."""
+        return self.function
+
+    @property
     def statement_id(self) -> str:
         return f"s3-invoke-{self.bucket}"
 
@@ -109,8 +122,31 @@ class StackOutputs:
         return json.dumps(asdict(self), indent=2)
 
 
+#: The tag on every resource a stack creates; its value is the stack's name.
+OWNER_TAG = "csv-pipeline:stack"
+
+
 class ResourceExists(RuntimeError):
     """A fresh stack found one of its names taken; the resource is left as it was."""
+
+
+class NotOurs(ResourceExists):
+    """A name of the stack is taken by a resource without the stack's tag; it is left as it was."""
+
+
+@dataclass
+class DestroyReport:
+    """What ``destroy`` did: resources removed, left alone (with the reason), not found."""
+
+    removed: list[str] = field(default_factory=list)
+    left_alone: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"removed {name}" for name in self.removed]
+        out += [f"left alone {name}: {why}" for name, why in self.left_alone]
+        out += [f"not found {name}" for name in self.missing]
+        return out
 
 
 #: Seconds ``create_function`` keeps retrying while a new role is not yet assumable.
@@ -154,6 +190,10 @@ def role_not_assumable_yet(exc: ClientError) -> bool:
 
 #: "No such queue", as the query (older) and JSON (newer) SQS protocols name it.
 _NO_SUCH_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+#: Every "not found" answer of the calls ``destroy`` makes.
+_MISSING = frozenset(
+    {"NoSuchBucket", "NoSuchEntity", "ResourceNotFoundException", "404", *_NO_SUCH_QUEUE}
+)
 
 
 class Stack:
@@ -196,6 +236,8 @@ class Stack:
         log_group_arn = f"arn:{partition}:logs:{region}:{account}:log-group:{cfg.log_group}"
         function_arn = f"arn:{partition}:lambda:{region}:{account}:function:{cfg.function}"
 
+        if not self.fresh:
+            self._refuse_what_is_not_ours()
         self._ensure_bucket()
         table_arn = self._ensure_table()
         queue_url, queue_arn = self._ensure_failed_events_queue()
@@ -234,17 +276,24 @@ class Stack:
         args: dict[str, Any] = {"Bucket": bucket}
         if self.endpoint.region != "us-east-1":
             args["CreateBucketConfiguration"] = {"LocationConstraint": self.endpoint.region}
-        if self.fresh and self._exists(lambda: self.s3.head_bucket(Bucket=bucket)):
-            # us-east-1 answers 200 to creating a bucket one already owns: ask first.
-            raise ResourceExists(f"bucket {bucket} already exists")
-        try:
-            self.s3.create_bucket(**args)
-            self._record("bucket")
-        except ClientError as exc:
-            if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise
+        # us-east-1 answers 200 to creating a bucket one already owns: ask first.
+        if self._exists(lambda: self.s3.head_bucket(Bucket=bucket)):
             if self.fresh:
+                raise ResourceExists(f"bucket {bucket} already exists")
+            self._check_ours(f"bucket {bucket}", self._bucket_tags())
+        else:
+            try:
+                self.s3.create_bucket(**args)
+            except ClientError as exc:
+                if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
                 raise ResourceExists(f"bucket {bucket} already exists") from exc
+            self._record("bucket")
+            self.s3.get_waiter("bucket_exists").wait(Bucket=bucket)
+            self.s3.put_bucket_tagging(
+                Bucket=bucket,
+                Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in self._tags().items()]},
+            )
         self.s3.get_waiter("bucket_exists").wait(Bucket=bucket)
         self.s3.put_public_access_block(
             Bucket=bucket,
@@ -276,6 +325,7 @@ class Stack:
                     {"AttributeName": "source", "KeyType": "HASH"},
                     {"AttributeName": "row", "KeyType": "RANGE"},
                 ],
+                Tags=[{"Key": k, "Value": v} for k, v in self._tags().items()],
             )
             self._record("table")
         except ClientError as exc:
@@ -283,6 +333,7 @@ class Stack:
                 raise
             if self.fresh:
                 raise ResourceExists(f"table {table} already exists") from exc
+            self._check_ours(f"table {table}", self._table_tags())
         self.dynamodb.get_waiter("table_exists").wait(
             TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
         )
@@ -306,26 +357,32 @@ class Stack:
         return url, str(arn)
 
     def _create_queue(self, name: str, attributes: dict[str, str]) -> str:
-        """Create the queue, or set its attributes if it exists with other ones; its URL."""
-        if self.fresh and self._exists(lambda: self.sqs.get_queue_url(QueueName=name)):
-            # Creating a queue that exists with the same attributes succeeds: ask first.
-            raise ResourceExists(f"queue {name} already exists")
+        """Create the queue, or set its attributes if it is ours with other ones; its URL."""
+        # Creating a queue that exists with the same attributes succeeds: ask first.
+        if self._exists(lambda: self.sqs.get_queue_url(QueueName=name)):
+            if self.fresh:
+                raise ResourceExists(f"queue {name} already exists")
+            url = str(self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
+            self._check_ours(f"queue {name}", self._queue_tags(url))
+            current = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+            have = current.get("Attributes", {})
+            if any(have.get(k) != v for k, v in attributes.items()):
+                self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+                log.info("updated attributes of queue %s", name)
+            return url
         # A queue deleted less than 60 s ago cannot be created again yet (AWS).
         deadline = time.monotonic() + 90
         while True:
             try:
-                url = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+                url = self.sqs.create_queue(
+                    QueueName=name, Attributes=attributes, tags=self._tags()
+                )["QueueUrl"]
                 self._record("queue")
                 return str(url)
             except ClientError as exc:
                 code = error_code(exc)
                 if code in ("QueueAlreadyExists", "QueueNameExists"):
-                    if self.fresh:
-                        raise ResourceExists(f"queue {name} already exists") from exc
-                    url = str(self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
-                    self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
-                    log.info("updated attributes of queue %s", name)
-                    return url
+                    raise ResourceExists(f"queue {name} already exists") from exc
                 recently_deleted = code in (
                     "AWS.SimpleQueueService.QueueDeletedRecently",
                     "QueueDeletedRecently",
@@ -338,13 +395,18 @@ class Stack:
         role = self.config.role
         trust = json.dumps(LAMBDA_TRUST_POLICY)
         try:
-            arn = self.iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+            arn = self.iam.create_role(
+                RoleName=role,
+                AssumeRolePolicyDocument=trust,
+                Tags=[{"Key": k, "Value": v} for k, v in self._tags().items()],
+            )["Role"]["Arn"]
             self._record("role")
         except ClientError as exc:
             if error_code(exc) != "EntityAlreadyExists":
                 raise
             if self.fresh:
                 raise ResourceExists(f"role {role} already exists") from exc
+            self._check_ours(f"role {role}", self._role_tags())
             self.iam.update_assume_role_policy(RoleName=role, PolicyDocument=trust)
             arn = self.iam.get_role(RoleName=role)["Role"]["Arn"]
         self.iam.put_role_policy(
@@ -388,6 +450,7 @@ class Stack:
             return arn
         if self.fresh:
             raise ResourceExists(f"function {name} already exists")
+        self._check_ours(f"function {name}", self._function_tags())
         if current.get("CodeSha256") != code_sha256(zip_bytes):
             self._wait_function(name)
             self.lambda_.update_function_code(FunctionName=name, ZipFile=zip_bytes)
@@ -467,7 +530,9 @@ class Stack:
     def _create_function(self, settings: dict[str, Any], zip_bytes: bytes) -> str:
         """Create the function; a new IAM role takes seconds to become assumable on AWS."""
         response = retry_while(
-            lambda: self.lambda_.create_function(**settings, Code={"ZipFile": zip_bytes}),
+            lambda: self.lambda_.create_function(
+                **settings, Code={"ZipFile": zip_bytes}, Tags=self._tags()
+            ),
             role_not_assumable_yet,
             within=ROLE_PROPAGATION_S,
         )
@@ -497,9 +562,25 @@ class Stack:
             if error_code(exc) != "ResourceConflictException":
                 raise
 
+    @property
+    def _notification_id(self) -> str:
+        return f"{self.config.function}-on-create"
+
+    def _notifications_without_ours(self) -> dict[str, Any]:
+        """The bucket's notification configuration less this stack's entry."""
+        current = self.s3.get_bucket_notification_configuration(Bucket=self.config.bucket)
+        current.pop("ResponseMetadata", None)
+        kept = [
+            c
+            for c in current.get("LambdaFunctionConfigurations", [])
+            if c.get("Id") != self._notification_id
+        ]
+        current["LambdaFunctionConfigurations"] = kept
+        return {k: v for k, v in current.items() if v}
+
     def _ensure_notification(self, function_arn: str) -> None:
         configuration: dict[str, Any] = {
-            "Id": f"{self.config.function}-on-create",
+            "Id": self._notification_id,
             "LambdaFunctionArn": function_arn,
             "Events": ["s3:ObjectCreated:*"],
         }
@@ -509,53 +590,215 @@ class Stack:
             }
         # S3 checks that it may invoke the function; on AWS a permission just
         # added can take seconds to be seen ("Unable to validate ...").
+        # Merged: the bucket's other notifications stay as they are.
+        merged = self._notifications_without_ours()
+        merged["LambdaFunctionConfigurations"] = [
+            *merged.get("LambdaFunctionConfigurations", []),
+            configuration,
+        ]
         retry_while(
             lambda: self.s3.put_bucket_notification_configuration(
-                Bucket=self.config.bucket,
-                NotificationConfiguration={"LambdaFunctionConfigurations": [configuration]},
+                Bucket=self.config.bucket, NotificationConfiguration=merged
             ),
             lambda exc: error_code(exc) == "InvalidArgument" and "Unable to validate" in str(exc),
             within=60,
         )
 
-    # -- destroy --------------------------------------------------------------
+    # -- ownership ------------------------------------------------------------
 
-    def destroy(self) -> None:
-        """Remove every resource ``deploy`` creates; missing ones are fine.
+    def ownership(self) -> dict[str, str | None]:
+        """``{resource: why it is not ours}`` for every name of the stack that is taken.
 
-        A fresh stack removes only what it recorded in ``created`` (the
-        function's log group, permission and failure destination go with the
-        function, the notification with the bucket); each kind leaves the
-        record once removed, so a second ``destroy`` does nothing.
+        ``None``: it carries this stack's tag. Names nobody uses are absent.
         """
         cfg = self.config
-        steps: list[tuple[str, Callable[[], Any]]] = [
+        queue_url = self._queue_url()
+        lookups: list[tuple[str, Callable[[], dict[str, str] | None]]] = [
+            (f"bucket {cfg.bucket}", self._tags_unless_missing(self._bucket_tags)),
+            (f"table {cfg.table}", self._tags_unless_missing(self._table_tags)),
+            (f"role {cfg.role}", self._tags_unless_missing(self._role_tags)),
+            (f"function {cfg.function}", self._tags_unless_missing(self._function_tags)),
             (
-                "bucket",
-                lambda: self.s3.put_bucket_notification_configuration(
-                    Bucket=cfg.bucket, NotificationConfiguration={}
-                ),
+                f"queue {cfg.failed_events_queue}",
+                (lambda: self._queue_tags(queue_url)) if queue_url else (lambda: None),
             ),
+        ]
+        found: dict[str, str | None] = {}
+        for what, tags_of in lookups:
+            tags = tags_of()
+            if tags is not None:
+                found[what] = self._not_ours_because(tags)
+        return found
+
+    def _refuse_what_is_not_ours(self) -> None:
+        """Raise :class:`NotOurs` naming every taken name without this stack's tag, before
+        anything is created or changed."""
+        foreign = {what: why for what, why in self.ownership().items() if why is not None}
+        if foreign:
+            listed = "; ".join(f"{what} {why}" for what, why in foreign.items())
+            raise NotOurs(
+                f"not deploying: {listed}. This stack changes only what it created (tag "
+                f"{OWNER_TAG}={self.config.name}); remove those, or deploy under other names. "
+                "Nothing has been changed."
+            )
+
+    def _tags(self) -> dict[str, str]:
+        return {OWNER_TAG: self.config.name}
+
+    def _check_ours(self, what: str, tags: dict[str, str]) -> None:
+        """Raise :class:`NotOurs` unless ``tags`` carry this stack's :data:`OWNER_TAG`."""
+        reason = self._not_ours_because(tags)
+        if reason is not None:
+            raise NotOurs(
+                f"{what} exists and {reason}; this stack changes only what it created "
+                f"(remove it, or deploy under other names)"
+            )
+
+    def _not_ours_because(self, tags: dict[str, str]) -> str | None:
+        owner = tags.get(OWNER_TAG)
+        if owner == self.config.name:
+            return None
+        if owner is None:
+            return f"carries no {OWNER_TAG} tag"
+        return f"belongs to stack {owner!r} ({OWNER_TAG}={owner})"
+
+    def _bucket_tags(self) -> dict[str, str]:
+        try:
+            tag_set = self.s3.get_bucket_tagging(Bucket=self.config.bucket)["TagSet"]
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchTagSet":
+                raise
+            return {}
+        return {t["Key"]: t["Value"] for t in tag_set}
+
+    def _table_tags(self) -> dict[str, str]:
+        arn = self.dynamodb.describe_table(TableName=self.config.table)["Table"]["TableArn"]
+        tags = self.dynamodb.list_tags_of_resource(ResourceArn=arn).get("Tags", [])
+        return {t["Key"]: t["Value"] for t in tags}
+
+    def _queue_tags(self, url: str) -> dict[str, str]:
+        return dict(self.sqs.list_queue_tags(QueueUrl=url).get("Tags") or {})
+
+    def _role_tags(self) -> dict[str, str]:
+        tags = self.iam.list_role_tags(RoleName=self.config.role).get("Tags", [])
+        return {t["Key"]: t["Value"] for t in tags}
+
+    def _function_tags(self) -> dict[str, str]:
+        return dict(self.lambda_.get_function(FunctionName=self.config.function).get("Tags") or {})
+
+    # -- destroy --------------------------------------------------------------
+
+    def destroy(self) -> DestroyReport:
+        """Remove every resource of this stack that carries its tag; what it did.
+
+        Missing resources are fine (a second ``destroy`` removes nothing);
+        one under the stack's name without its tag is left alone and named
+        in the report with the reason. A fresh stack removes only what it
+        recorded in ``created``. The function's log group, permission and
+        failure destination go with the function; the notification entry of
+        this stack leaves the bucket's configuration, other entries stay.
+        """
+        cfg = self.config
+        report = DestroyReport()
+        queue_url = self._queue_url()
+        resources: list[tuple[str, str, Callable[[], dict[str, str] | None], Callable[[], Any]]] = [
             (
                 "function",
-                lambda: self.lambda_.delete_function_event_invoke_config(FunctionName=cfg.function),
+                f"function {cfg.function}",
+                self._tags_unless_missing(self._function_tags),
+                self._delete_function,
             ),
-            ("function", lambda: self.lambda_.delete_function(FunctionName=cfg.function)),
             (
                 "role",
-                lambda: self.iam.delete_role_policy(RoleName=cfg.role, PolicyName=POLICY_NAME),
+                f"role {cfg.role}",
+                self._tags_unless_missing(self._role_tags),
+                self._delete_role,
             ),
-            ("role", lambda: self.iam.delete_role(RoleName=cfg.role)),
-            ("table", lambda: self.dynamodb.delete_table(TableName=cfg.table)),
-            ("function", lambda: self.logs.delete_log_group(logGroupName=cfg.log_group)),
-            ("bucket", self._empty_and_delete_bucket),
-            ("queue", self._delete_failed_events_queue),
+            (
+                "table",
+                f"table {cfg.table}",
+                self._tags_unless_missing(self._table_tags),
+                lambda: self.dynamodb.delete_table(TableName=cfg.table),
+            ),
+            (
+                "bucket",
+                f"bucket {cfg.bucket}",
+                self._tags_unless_missing(self._bucket_tags),
+                self._empty_and_delete_bucket,
+            ),
+            (
+                "queue",
+                f"queue {cfg.failed_events_queue}",
+                (lambda: self._queue_tags(queue_url)) if queue_url else (lambda: None),
+                lambda: self.sqs.delete_queue(QueueUrl=queue_url),
+            ),
         ]
-        wanted = set(self.created) if self.fresh else {kind for kind, _ in steps}
-        for kind, step in steps:
-            if kind in wanted:
-                self._ignore_missing(step)
-        self.created = [kind for kind in self.created if kind not in wanted]
+        self._ignore_missing(self._remove_our_notification)
+        for kind, what, tags_of, remove in resources:
+            if self.fresh and kind not in self.created:
+                continue
+            tags = tags_of()
+            if tags is None:
+                report.missing.append(what)
+                continue
+            reason = self._not_ours_because(tags)
+            if reason is not None:
+                report.left_alone.append((what, reason))
+                continue
+            self._ignore_missing(remove)
+            report.removed.append(what)
+        self.created = []
+        return report
+
+    def _tags_unless_missing(
+        self, tags: Callable[[], dict[str, str]]
+    ) -> Callable[[], dict[str, str] | None]:
+        def lookup() -> dict[str, str] | None:
+            try:
+                return tags()
+            except ClientError as exc:
+                if error_code(exc) in _MISSING:
+                    return None
+                raise
+
+        return lookup
+
+    def _queue_url(self) -> str | None:
+        try:
+            url = self.sqs.get_queue_url(QueueName=self.config.failed_events_queue)["QueueUrl"]
+        except ClientError as exc:
+            if error_code(exc) in _MISSING:
+                return None
+            raise
+        return str(url)
+
+    def _remove_our_notification(self) -> None:
+        current = self.s3.get_bucket_notification_configuration(Bucket=self.config.bucket)
+        ours = [
+            c
+            for c in current.get("LambdaFunctionConfigurations", [])
+            if c.get("Id") == self._notification_id
+        ]
+        if ours:
+            self.s3.put_bucket_notification_configuration(
+                Bucket=self.config.bucket,
+                NotificationConfiguration=self._notifications_without_ours(),
+            )
+
+    def _delete_function(self) -> None:
+        cfg = self.config
+        self._ignore_missing(
+            lambda: self.lambda_.delete_function_event_invoke_config(FunctionName=cfg.function)
+        )
+        self._ignore_missing(lambda: self.lambda_.delete_function(FunctionName=cfg.function))
+        self._ignore_missing(lambda: self.logs.delete_log_group(logGroupName=cfg.log_group))
+
+    def _delete_role(self) -> None:
+        cfg = self.config
+        self._ignore_missing(
+            lambda: self.iam.delete_role_policy(RoleName=cfg.role, PolicyName=POLICY_NAME)
+        )
+        self.iam.delete_role(RoleName=cfg.role)
 
     def _record(self, kind: str) -> None:
         if kind not in self.created:
@@ -577,10 +820,6 @@ class Stack:
                 return False
             raise
         return True
-
-    def _delete_failed_events_queue(self) -> None:
-        url = self.sqs.get_queue_url(QueueName=self.config.failed_events_queue)["QueueUrl"]
-        self.sqs.delete_queue(QueueUrl=url)
 
     def _empty_and_delete_bucket(self) -> None:
         bucket = self.config.bucket
@@ -627,17 +866,10 @@ class Stack:
 
     @staticmethod
     def _ignore_missing(action: Any) -> None:
-        missing = {
-            "NoSuchBucket",
-            "NoSuchEntity",
-            "ResourceNotFoundException",
-            "404",
-            *_NO_SUCH_QUEUE,
-        }
         try:
             action()
         except ClientError as exc:
-            if error_code(exc) not in missing:
+            if error_code(exc) not in _MISSING:
                 raise
 
 

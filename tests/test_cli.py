@@ -62,6 +62,30 @@ def test_demo_prints_the_sample_rows() -> None:
 
 @pytest.mark.harness
 @pytest.mark.e2e
+def test_demo_json_is_one_document_on_stdout() -> None:
+    done = run([*CLI, "demo", "--json"], timeout=120, env=AWS_ENV)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert (document["status"], document["rows_written"]) == ("COMPLETE", 5)
+    assert [row["name"] for row in document["rows"]][:2] == ["Alice Smith", "Bob Jones"]
+    assert "COMPLETE: 5 rows written, 0 rejected" in done.stderr
+
+
+@pytest.mark.harness
+@pytest.mark.e2e
+def test_up_json_prints_the_stack_once_it_is_ready() -> None:
+    with spawned([*CLI, "up", "--json"], stdout=subprocess.PIPE) as up:
+        line = up.read_until("}", timeout=120).strip().splitlines()[-1]
+        document = json.loads(line)
+        assert document["bucket"] == "csv-upload-bucket"
+        assert document["endpoint_url"].startswith("http://127.0.0.1:")
+        up.process.send_signal(signal.SIGTERM)
+        assert up.process.wait(timeout=30) == 0
+        assert up.stop() == []
+
+
+@pytest.mark.harness
+@pytest.mark.e2e
 def test_demo_exits_nonzero_when_the_file_fails(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"a,a\n1,2\n")
@@ -163,12 +187,12 @@ def test_up_stops_cleanly_on_a_signal_even_if_started_with_sigint_ignored(
 def test_deploy_then_destroy_on_an_endpoint() -> None:
     with MinistackBackend() as endpoint:
         args = ["--endpoint-url", str(endpoint.url)]
-        deployed = run([*CLI, "deploy", *args], timeout=120, env=AWS_ENV)
+        deployed = run([*CLI, "deploy", *args, "--json"], timeout=120, env=AWS_ENV)
         assert deployed.returncode == 0, deployed.stderr
         outputs = json.loads(deployed.stdout)
         assert outputs["bucket"] == "csv-upload-bucket" and outputs["table"] == "csv-data"
         assert outputs["function_arn"].endswith(":function:csv-processor")
-        again = run([*CLI, "deploy", *args], timeout=120, env=AWS_ENV)
+        again = run([*CLI, "deploy", *args, "--json"], timeout=120, env=AWS_ENV)
         assert json.loads(again.stdout) == outputs
         destroyed = run([*CLI, "destroy", *args], timeout=120, env=AWS_ENV)
         assert destroyed.returncode == 0, destroyed.stderr

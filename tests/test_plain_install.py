@@ -100,7 +100,7 @@ def test_plain_install_deploys_and_destroys(
     assert helped.returncode == 0, helped.stderr
     assert "--endpoint-url" in helped.stdout
 
-    deployed = run([cli, "deploy", *where], env=env, timeout=180)
+    deployed = run([cli, "deploy", *where, "--json"], env=env, timeout=180)
     assert deployed.returncode == 0, deployed.stderr
     outputs = json.loads(deployed.stdout)
     config = StackConfig()
@@ -112,6 +112,7 @@ def test_plain_install_deploys_and_destroys(
     destroyed = run([cli, "destroy", *where], env=env, timeout=180)
     assert destroyed.returncode == 0, destroyed.stderr
     assert "Stack removed." in destroyed.stdout
+    assert f"removed function {config.function}" in destroyed.stdout
     assert stack.remaining() == []
 
 
