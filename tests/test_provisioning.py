@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
 import os
+import re
 import signal
+import socket
 import subprocess
 import threading
 import uuid
@@ -232,6 +235,57 @@ def test_embedded_backend_stops_its_whole_process_group() -> None:
     assert process.poll() is not None
     with pytest.raises(ProcessLookupError):
         os.killpg(process.pid, 0)
+
+
+def test_the_embedded_emulator_holds_its_port_from_the_start_and_answers_its_token() -> None:
+    backend = MinistackBackend()
+    try:
+        endpoint = backend.start()
+        port = int(endpoint.url.rsplit(":", 1)[1])
+        with socket.socket() as other, pytest.raises(OSError, match="in use"):
+            other.bind(("127.0.0.1", port))
+        assert re.fullmatch(r"[0-9a-f]{32}", ministack_module._identity(endpoint.url) or "")
+    finally:
+        backend.stop()
+
+
+class _Impostor(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with 200, as a healthy emulator would."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_port_another_server_answers_on_is_never_taken_for_our_emulator() -> None:
+    """Something healthy already on the port: the start fails instead of using it."""
+    impostor = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Impostor)
+    thread = threading.Thread(target=impostor.serve_forever, daemon=True)
+    thread.start()
+    backend = MinistackBackend(port=impostor.server_address[1], startup_timeout=10)
+    try:
+        with pytest.raises(BackendUnavailable, match=r"cannot bind 127\.0\.0\.1"):
+            backend.start()
+        assert backend._process is None
+    finally:
+        backend.stop()
+        impostor.shutdown()
+        impostor.server_close()
+
+
+def test_a_server_that_does_not_answer_our_token_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ministack_module, "_identity", lambda url: "someone-elses-token")
+    backend = MinistackBackend(startup_timeout=30)
+    with pytest.raises(BackendUnavailable, match="not as the emulator this process started"):
+        backend.start()
+    assert backend._process is None and backend._workdir is None
 
 
 class _Interrupted(Exception):

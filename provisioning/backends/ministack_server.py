@@ -14,16 +14,41 @@ also writes an end-of-invocation mark, carrying the request id, to stderr once
 the handler has returned, and the server takes lines until that mark. It
 imports only the standard library and ministack, so a container image can run
 it as a single file.
+
+Started by :class:`~.ministack.MinistackBackend`, it also takes, through
+environment variables naming inherited file descriptors:
+
+* ``CSV_PIPELINE_LISTEN_FD``: a socket the backend bound (port chosen by the
+  kernel, held from that moment on), served instead of binding a port of its
+  own, so no other process can ever be given the same port;
+* ``CSV_PIPELINE_PARENT_FD``: the read end of a pipe whose write end only the
+  starting process holds. It reads end-of-file when that process is gone, by
+  whatever means (SIGKILL included); the server then removes its working
+  directory (``CSV_PIPELINE_WORKDIR``) and kills its process group, itself
+  and its Lambda workers;
+* ``CSV_PIPELINE_SERVER_TOKEN``: answered at :data:`IDENTITY_PATH`, so the
+  backend's health check proves it reached its own emulator.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import runpy
+import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+LISTEN_FD_ENV = "CSV_PIPELINE_LISTEN_FD"
+PARENT_FD_ENV = "CSV_PIPELINE_PARENT_FD"
+WORKDIR_ENV = "CSV_PIPELINE_WORKDIR"
+TOKEN_ENV = "CSV_PIPELINE_SERVER_TOKEN"
+#: Answers the server's token: the backend's proof that the port is its own emulator's.
+IDENTITY_PATH = "/_csv_pipeline/identity"
 
 #: Starts the line that ends one invocation's log; the request id follows.
 END_MARK = "\x1eministack-invocation-end "
@@ -101,13 +126,76 @@ def lines_until_mark(
             return "\n".join(kept)
 
 
+def watch_parent(fd: int, workdir: str | None) -> threading.Thread:
+    """End this server's process group once the pipe ``fd`` reads end-of-file."""
+
+    def watch() -> None:
+        try:
+            while os.read(fd, 1024):
+                pass
+        except OSError:
+            pass
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    thread = threading.Thread(target=watch, name="parent-watchdog", daemon=True)
+    thread.start()
+    return thread
+
+
+def serve_inherited_socket(fd: int) -> None:
+    """Make hypercorn serve the socket ``fd`` whatever address ministack asks it to bind."""
+    from hypercorn import config
+
+    class InheritedSocketConfig(config.Config):  # type: ignore[misc]
+        @property
+        def bind(self) -> list[str]:
+            return [f"fd://{fd}"]
+
+        @bind.setter
+        def bind(self, value: list[str] | str) -> None:
+            pass
+
+    config.Config = InheritedSocketConfig  # type: ignore[misc]
+
+
+def answer_identity(app_module: Any, token: str) -> None:
+    """Serve ``token`` at :data:`IDENTITY_PATH` in front of ministack's ASGI app."""
+    inner = app_module.app
+    body = token.encode()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and scope.get("path") == IDENTITY_PATH:
+            headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await inner(scope, receive, send)
+
+    app_module.app = app
+
+
 def main() -> None:
+    # Read and dropped: the Lambda workers inherit the server's environment.
+    parent_fd, workdir, listen_fd, token = (
+        os.environ.pop(name, None)
+        for name in (PARENT_FD_ENV, WORKDIR_ENV, LISTEN_FD_ENV, TOKEN_ENV)
+    )
+    if parent_fd:
+        watch_parent(int(parent_fd), workdir)
+    if listen_fd:
+        serve_inherited_socket(int(listen_fd))
     from ministack.core import lambda_runtime
 
     try:
         patch(lambda_runtime)
     except UnsupportedMinistack as exc:  # another version, e.g. a user's image
         print(f"ministack runs as shipped (its log lines may stray): {exc}", file=sys.stderr)
+    if token:
+        import ministack.app
+
+        answer_identity(ministack.app, token)
     runpy.run_module("ministack", run_name="__main__", alter_sys=True)
 
 
