@@ -37,9 +37,6 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import settings
-from hypothesis.database import DirectoryBasedExampleDatabase
-
 PREFIX = "csv-pipeline-"
 PROFILES = {f"{PREFIX}dev": 25, f"{PREFIX}ci": 200, f"{PREFIX}thorough": 1000}
 MUTATION = f"{PREFIX}mutation"
@@ -50,6 +47,9 @@ MUTATION_EXAMPLES = 30
 
 def register() -> None:
     """Register the profiles (again: the same settings); load none of them."""
+    from hypothesis import settings
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
     common = {
         "derandomize": False,
         "database": DirectoryBasedExampleDatabase(".hypothesis/examples"),
@@ -75,6 +75,8 @@ def chosen() -> str:
 
 
 def header() -> str:
+    from hypothesis import settings
+
     current = settings()
     return (
         f"hypothesis: profile {settings.get_current_profile_name()}, "

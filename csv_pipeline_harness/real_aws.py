@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from csv_pipeline_harness import options
+from csv_pipeline_harness import options, profiles
 from csv_pipeline_harness.provisioning.backends import (
     Backend,
     BackendUnavailable,
@@ -37,6 +37,48 @@ ALLOW_OPTION = "--csv-pipeline-allow-real-aws"
 #: The canary's default on AWS: a first invocation there waits for a cold
 #: start and the S3 notification, seconds each, sometimes tens of seconds.
 CANARY_TIMEOUT_S = 120.0
+
+#: What one run of the contract suite (``csv_pipeline_harness.contract``,
+#: ``csv-pipeline-dev`` profile, one stack) costs, in US dollars at us-east-1
+#: on-demand prices (2025), free tier not counted. The suite uploads about 170
+#: files (50 documents, 25 re-upload pairs, 50 defective documents, about 20
+#: example tests, three 10,000-row files) plus one canary per stack; the
+#: figures are rounded up generously:
+#:
+#: * Lambda: 500 invocations (retries and hand-ons included) x $0.20 / 1M =
+#:   $0.0001; 500 x 1 s average x 0.5 GB = 250 GB-s x $0.0000166667 = $0.0042
+#: * DynamoDB on demand: 40,000 write units (34,000 rows, 30,000 of them from
+#:   the 10,000-row files, plus manifests, deletes and checkpoints; each item
+#:   under 1 KB) x $0.625 / 1M = $0.025; 20,000 read units x $0.125 / 1M =
+#:   $0.0025
+#: * S3: 1,000 PUT/LIST requests x $0.005 / 1,000 = $0.005; 2,000 GET/HEAD x
+#:   $0.0004 / 1,000 = $0.0008; storage for minutes: nothing measurable
+#: * SQS: under 100 requests x $0.40 / 1M: nothing measurable
+#: * CloudWatch Logs: 5 MB ingested x $0.50 / GB = $0.0025
+#:
+#: Total about $0.04. Each extra xdist worker deploys one more stack (the
+#: create and delete calls are free) and splits, not repeats, the tests.
+#: Another profile scales the examples, and so the cost, by its budget over
+#: the dev profile's (:func:`cost_estimate`).
+DEV_RUN_COST_USD = 0.04
+
+
+def cost_estimate() -> str:
+    """The cost of one contract run per profile, scaled from :data:`DEV_RUN_COST_USD`."""
+    budgets = profiles.PROFILES
+    dev = budgets[f"{profiles.PREFIX}dev"]
+    others = ", ".join(
+        f"{name} {examples / dev:g}x (about ${DEV_RUN_COST_USD * examples / dev:.2f})"
+        for name, examples in budgets.items()
+        if examples != dev
+    )
+    return (
+        f"about ${DEV_RUN_COST_USD:.2f} for the contract suite with the {profiles.PREFIX}dev "
+        "profile: DynamoDB on-demand writes ~40,000 units = $0.025, Lambda 500 requests and "
+        "~250 GB-s = $0.004, S3 ~3,000 requests = $0.006, CloudWatch Logs ~5 MB = $0.003, "
+        f"SQS < $0.001 (us-east-1 list prices, free tier not counted); {others}"
+    )
+
 
 _IDENTITY = pytest.StashKey[Identity]()
 _RUN_ID = pytest.StashKey[str]()
@@ -56,7 +98,7 @@ def configure(config: pytest.Config) -> None:
     except BackendUnavailable as exc:
         raise pytest.UsageError(str(exc)) from None
     if not opted_in:
-        raise pytest.UsageError(refusal(identity, ALLOW_OPTION))
+        raise pytest.UsageError(refusal(identity, ALLOW_OPTION, cost_estimate()))
     config.stash[_IDENTITY] = identity
     config.stash[_RUN_ID] = _run_id(config)
 

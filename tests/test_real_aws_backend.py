@@ -332,3 +332,14 @@ def test_a_role_lambda_cannot_assume_yet_is_retried_with_growing_bounded_delays(
             clock=lambda: clock[0],
         )
     assert delays == []
+
+
+def test_the_cost_of_each_profile_is_derived_from_its_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from csv_pipeline_harness import profiles, real_aws
+
+    monkeypatch.setitem(profiles.PROFILES, "csv-pipeline-ci", 100)  # 4x the dev profile's 25
+    text = real_aws.cost_estimate()
+    assert "csv-pipeline-ci 4x (about $0.16)" in text
+    assert "csv-pipeline-thorough 40x (about $1.60)" in text

@@ -55,35 +55,6 @@ CREDENTIALS_HINT = (
 )
 REGION_HINT = "set AWS_REGION (or AWS_DEFAULT_REGION, or region= in the profile)"
 
-#: What one run of the contract suite (``harness/contract``, ``dev`` Hypothesis
-#: profile, one stack) costs, in US dollars at us-east-1 on-demand prices
-#: (2025), free tier not counted. The suite uploads about 170 files (50
-#: documents, 25 re-upload pairs, 50 defective documents, about 20 example
-#: tests, three 10,000-row files) plus one canary per stack; the figures
-#: below are rounded up generously:
-#:
-#: * Lambda: 500 invocations (retries and hand-ons included) x $0.20 / 1M =
-#:   $0.0001; 500 x 1 s average x 0.5 GB = 250 GB-s x $0.0000166667 = $0.0042
-#: * DynamoDB on demand: 40,000 write units (34,000 rows, 30,000 of them from
-#:   the 10,000-row files, plus manifests, deletes and checkpoints; each item
-#:   under 1 KB) x $0.625 / 1M = $0.025; 20,000 read units x $0.125 / 1M =
-#:   $0.0025
-#: * S3: 1,000 PUT/LIST requests x $0.005 / 1,000 = $0.005; 2,000 GET/HEAD x
-#:   $0.0004 / 1,000 = $0.0008; storage for minutes: nothing measurable
-#: * SQS: under 100 requests x $0.40 / 1M: nothing measurable
-#: * CloudWatch Logs: 5 MB ingested x $0.50 / GB = $0.0025
-#:
-#: Total about $0.04. Each extra xdist worker deploys one more stack (the
-#: create and delete calls are free) and splits, not repeats, the tests; the
-#: ``ci`` profile (4x the examples) costs about 4x, ``thorough`` (20x, plus a
-#: 1,000,000-row file: 1M write units = $0.63) about $1.50.
-COST_ESTIMATE = (
-    "about $0.04 for the contract suite with the default (dev) profile: DynamoDB on-demand "
-    "writes ~40,000 units = $0.025, Lambda 500 requests and ~250 GB-s = $0.004, S3 ~3,000 "
-    "requests = $0.006, CloudWatch Logs ~5 MB = $0.003, SQS < $0.001 (us-east-1 list prices, "
-    "free tier not counted; the ci profile ~4x, thorough ~$1.50)"
-)
-
 
 @dataclass(frozen=True)
 class Identity:
@@ -131,12 +102,13 @@ def allowed(flag: bool) -> bool:
     return flag or raw in _YES
 
 
-def refusal(identity: Identity, option: str = "--allow-real-aws") -> str:
-    """Why a run without the opt-in stops, and what going ahead would mean."""
+def refusal(identity: Identity, option: str = "--allow-real-aws", cost: str = "") -> str:
+    """Why a run without the opt-in stops, and what going ahead would mean (and cost)."""
+    expected = f" Expected cost: {cost}." if cost else ""
     return (
         f"the aws backend deploys to real AWS: {identity}. It creates its own suffixed S3 "
         "bucket, DynamoDB table, IAM role, Lambda function and SQS queue there and removes "
-        f"them at the end. Expected cost: {COST_ESTIMATE}. Nothing has been created. To go "
+        f"them at the end.{expected} Nothing has been created. To go "
         f"ahead pass {option} or set {ALLOW_ENV}=1."
     )
 
@@ -208,7 +180,6 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 
 __all__: list[str] = [
     "ALLOW_ENV",
-    "COST_ESTIMATE",
     "Identity",
     "RealAwsBackend",
     "allowed",
