@@ -26,7 +26,9 @@ are imported when a fixture first needs them. What it does when asked:
 * the report header names the backend, the Lambda under test and realism
   mode in a session that sets one of the options.
 
-Fixtures: ``aws_backend`` (started once per session, or per xdist worker),
+Fixtures: ``aws_backend`` (started once per session; under xdist the
+embedded emulator once per worker, a container once per run, shared by the
+workers, each deploying its own suffixed stack),
 ``aws_endpoint``, ``stack_config``, ``deployed_stack``, ``pipeline`` (a
 :class:`~.client.PipelineClient` once the canary proved the wiring) and
 ``unique_key``. :func:`.stacks.stack_fixture` makes fixtures that deploy a
@@ -40,6 +42,7 @@ emulator also ends when the process that started it dies, SIGKILL included.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -320,6 +323,7 @@ def aws_backend(pytestconfig: pytest.Config) -> Iterator[Backend]:
     sigterm = _SigtermAsInterrupt()
     try:
         backend = _select(pytestconfig).backend
+        backend = _shared_under_xdist(pytestconfig, backend)
         atexit.register(backend.stop)  # also on an interrupted session
         sigterm.install()
         backend.start()
@@ -333,6 +337,28 @@ def aws_backend(pytestconfig: pytest.Config) -> Iterator[Backend]:
             backend.stop()
         finally:
             sigterm.restore()
+
+
+def _shared_under_xdist(config: pytest.Config, backend: Backend) -> Backend:
+    """A container backend once per run under pytest-xdist; any other backend as it is."""
+    from . import shared_backend
+
+    controller = shared_backend.controller_pid(config)
+    if controller is None or not hasattr(backend, "detach"):
+        return backend
+    return shared_backend.SharedContainerBackend(backend, controller)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In an xdist run's controller: remove the container its workers shared, if any."""
+    if getattr(session.config, "workerinput", None) is not None:
+        return
+    from .provisioning.processes import run_directory
+
+    if run_directory(os.getpid()).exists():
+        from . import shared_backend
+
+        shared_backend.finish(os.getpid())
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ from csv_pipeline_harness.provisioning.backends.container import (
     ContainerExited,
     EmulatorReady,
     docker_engine,
+    owner_labels,
 )
 from csv_pipeline_harness.provisioning.backends.ministack import SERVICES
 
@@ -145,8 +147,9 @@ def test_localstack_container_object_is_configured_from_the_spec(
     }
     assert container._kwargs["labels"] == {
         HARNESS_LABEL: backend.instance_id,
-        OWNER_PID_LABEL: str(os.getpid()),
+        **owner_labels(os.getpid()),
     }
+    assert container._kwargs["labels"][OWNER_PID_LABEL] == str(os.getpid())
     strategy = container._wait_strategy
     assert isinstance(strategy, EmulatorReady)
     assert (strategy.port, strategy.path) == (4566, "/_localstack/health")
@@ -403,3 +406,65 @@ def test_localstack_exit_55_is_reported_with_the_fix_and_cleaned_up(tmp_path: Pa
         assert _containers_labelled(backend.instance_id) == []
     finally:
         run(["docker", "rmi", "-f", tag], timeout=60)
+
+
+SHARED_RUN_TEST = """
+import json, os, time
+from pathlib import Path
+
+OUT = Path({out!r})
+
+def test_where_this_worker_deploys(pipeline):
+    worker = os.environ["PYTEST_XDIST_WORKER"]
+    assert pipeline.ingest("k.csv", b"a\\n1\\n").status == "COMPLETE"
+    (OUT / f"{{worker}}.json").write_text(json.dumps(
+        {{"url": pipeline.endpoint.url, "bucket": pipeline.config.bucket}}
+    ))
+    deadline = time.monotonic() + 60
+    while len(list(OUT.glob("*.json"))) < 2:
+        assert time.monotonic() < deadline, "the other worker never deployed"
+        time.sleep(0.2)
+"""
+
+
+@pytest.mark.container
+def test_xdist_workers_share_one_container_and_deploy_stacks_of_their_own(
+    pytester: pytest.Pytester,
+) -> None:
+    _engine_and_ministack_image()
+    out = pytester.mkdir("out")
+    pytester.makepyfile(SHARED_RUN_TEST.format(out=str(out)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CSV_PIPELINE_", "PYTEST_"))}
+    before = _harness_containers()
+    done = run(
+        [
+            sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "--dist", "each",
+            "--csv-pipeline-backend=ministack-container",
+        ],
+        env=env, cwd=pytester.path, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    assert len(seen) == 2
+    assert seen[0]["url"] == seen[1]["url"], seen  # one emulator
+    assert seen[0]["bucket"] != seen[1]["bucket"], seen  # a stack each
+    assert _harness_containers() == before, "the run's shared container was left behind"
+
+
+def _harness_containers() -> set[str]:
+    out = run(["docker", "ps", "-aq", "--filter", f"label={HARNESS_LABEL}"], timeout=60, check=True)
+    return set(out.stdout.split())
+
+
+@pytest.mark.container
+def test_the_next_start_removes_a_killed_runs_container() -> None:
+    _engine_and_ministack_image()
+    killed = MinistackContainerBackend()
+    done = run([sys.executable, "-c", "import os; print(os.getpid())"], timeout=60, check=True)
+    killed.owner_pid = int(done.stdout)  # a run that has ended without cleaning up
+    killed.start()
+    left_by_killed_run = killed.detach()
+    assert len(_containers_labelled(left_by_killed_run)) == 1
+    with MinistackContainerBackend() as endpoint:
+        assert endpoint.url is not None
+        assert _containers_labelled(left_by_killed_run) == []

@@ -88,6 +88,23 @@ def test_plain_install_has_no_optional_package(plain_install: Path) -> None:
     assert found.stdout.split() == []
 
 
+def test_plain_install_adds_two_import_names_and_no_development_tools(plain_install: Path) -> None:
+    """Two names: csv_pipeline and csv_pipeline_harness; no harness, provisioning or tools."""
+    listed = run(
+        [
+            str(plain_install / "python"),
+            "-c",
+            "from importlib import metadata; "
+            "files = metadata.distribution('csv-pipeline-harness').files; "
+            "print(' '.join(sorted({f.parts[0] for f in files if '.dist-info' not in f.parts[0]"
+            " and f.parts[0] != '..'})))",
+        ],
+        timeout=60,
+        check=True,
+    )
+    assert listed.stdout.split() == ["csv_pipeline", "csv_pipeline_harness"]
+
+
 @pytest.mark.e2e
 def test_plain_install_deploys_and_destroys(
     plain_install: Path, aws_endpoint: Endpoint, default_stack_restored: None

@@ -18,9 +18,12 @@ absent (air-gapped CI) it is switched off and cleanup is ours alone: every
 started backend is stopped by the caller (pytest session finalizer, the CLI's
 ``with``) and, as a last resort, at interpreter exit. Every container we
 create carries :data:`HARNESS_LABEL`, so ``docker ps -a --filter
-label=csv-pipeline.harness`` finds leftovers of a killed run, and
-:data:`OWNER_PID_LABEL`, which tells a leftover (its process is gone) from a
-container another run is still using.
+label=csv-pipeline.harness`` finds leftovers of a killed run, and the owner
+labels (:data:`OWNER_PID_LABEL`, :data:`OWNER_STARTED_LABEL`,
+:data:`OWNER_HOST_LABEL`), which tell a leftover (its owner process is gone)
+from a container another run is still using. Every ``start`` first removes
+the leftovers of this host (:func:`remove_leftovers`), so a killed run's
+containers go at the next start.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import functools
 import json
 import logging
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -48,6 +52,7 @@ from testcontainers.core.docker_client import get_docker_host
 from testcontainers.core.exceptions import ContainerStartException
 from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 
+from ..processes import process_started
 from .base import DEFAULT_REGION, Backend, BackendUnavailable, Endpoint
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,11 @@ HARNESS_LABEL = "csv-pipeline.harness"
 #: Label holding the process id that started the container: a container whose
 #: process is gone was leaked (killed run), one whose process lives is in use.
 OWNER_PID_LABEL = "csv-pipeline.harness.pid"
+#: The owner's start time (clock ticks since boot, /proc/PID/stat): a pid used
+#: again by another process later does not make a leftover look owned.
+OWNER_STARTED_LABEL = "csv-pipeline.harness.started"
+#: The owner's host: pids mean something only there.
+OWNER_HOST_LABEL = "csv-pipeline.harness.host"
 
 #: The engine's socket when neither DOCKER_HOST nor a docker context says otherwise.
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -263,6 +273,72 @@ class EmulatorReady(WaitStrategy):
         return ""
 
 
+# -- owners and leftovers -----------------------------------------------------
+
+
+def owner_labels(pid: int) -> dict[str, str]:
+    """The labels naming ``pid`` (this host's process) as a container's owner."""
+    return {
+        OWNER_PID_LABEL: str(pid),
+        OWNER_STARTED_LABEL: process_started(pid) or "",
+        OWNER_HOST_LABEL: socket.gethostname(),
+    }
+
+
+def owner_gone(labels: Mapping[str, str]) -> bool:
+    """Whether a container's owner process has ended (on this host; elsewhere: unknown)."""
+    if labels.get(OWNER_HOST_LABEL) != socket.gethostname():
+        return False
+    try:
+        pid = int(labels.get(OWNER_PID_LABEL, ""))
+    except ValueError:
+        return False
+    started = process_started(pid)
+    if started is None:
+        return True
+    return bool(labels.get(OWNER_STARTED_LABEL)) and labels[OWNER_STARTED_LABEL] != started
+
+
+def remove_leftovers(client: Any) -> list[str]:
+    """Remove this host's harness containers whose owner is gone; their names."""
+    try:
+        found = client.containers.list(all=True, filters={"label": HARNESS_LABEL})
+    except docker.errors.DockerException as exc:
+        log.warning("could not list containers labelled %s: %s", HARNESS_LABEL, exc)
+        return []
+    removed = []
+    for container in found:
+        if not owner_gone(container.labels or {}):
+            continue
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            continue
+        except docker.errors.DockerException as exc:
+            log.warning("could not remove leftover container %s: %s", container.short_id, exc)
+            continue
+        log.warning("removed container %s left by a run that ended", container.name)
+        removed.append(str(container.name))
+    return removed
+
+
+def remove_instance(client: Any, instance_id: str) -> None:
+    """Remove every container labelled with ``instance_id`` (an emulator and what it started)."""
+    selector = f"{HARNESS_LABEL}={instance_id}"
+    try:
+        found = client.containers.list(all=True, filters={"label": selector})
+    except docker.errors.DockerException as exc:
+        log.warning("could not list containers labelled %s: %s", selector, exc)
+        return
+    for leftover in found:
+        try:
+            leftover.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass  # its creator removed it meanwhile
+        except docker.errors.DockerException as exc:
+            log.warning("could not remove container %s: %s", leftover.short_id, exc)
+
+
 # -- the lifecycle -------------------------------------------------------------
 
 #: Started backends, stopped at interpreter exit if nobody stopped them before.
@@ -301,6 +377,9 @@ class ContainerBackend(Backend):
         self.startup_timeout = startup_timeout
         #: Value of :data:`HARNESS_LABEL` on this backend's containers.
         self.instance_id = uuid.uuid4().hex[:12]
+        #: The process whose end makes this backend's containers leftovers
+        #: (this one; under pytest-xdist, the run's controller for a shared one).
+        self.owner_pid = os.getpid()
         self.startup_seconds: float | None = None
         self._container: DockerContainer | None = None
 
@@ -329,7 +408,11 @@ class ContainerBackend(Backend):
         (tests pin an API version there so no engine is contacted).
         """
         spec = self.spec()
-        labels = {HARNESS_LABEL: self.instance_id, OWNER_PID_LABEL: str(os.getpid()), **spec.labels}
+        labels = {
+            HARNESS_LABEL: self.instance_id,
+            **owner_labels(self.owner_pid),
+            **spec.labels,
+        }
         container = self.new_container(spec, docker_client_kw, labels)
         if self.port is None:
             container.with_exposed_ports(spec.port)
@@ -366,6 +449,7 @@ class ContainerBackend(Backend):
         if self._endpoint is not None:
             return self._endpoint
         engine = self.check()
+        remove_leftovers(engine.client)
         _use_ryuk_only_if_present(engine)
         spec = self.spec()
         container = self.build_container()
@@ -418,21 +502,18 @@ class ContainerBackend(Backend):
     def _remove_labelled(self) -> None:
         """Remove containers the emulator started for us (e.g. Lambda runtimes)."""
         engine = docker_engine()
-        if not engine.available:
-            return
-        selector = f"{HARNESS_LABEL}={self.instance_id}"
-        try:
-            found = engine.client.containers.list(all=True, filters={"label": selector})
-        except docker.errors.DockerException as exc:
-            log.warning("could not list containers labelled %s: %s", selector, exc)
-            return
-        for leftover in found:
-            try:
-                leftover.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass  # its creator removed it meanwhile
-            except docker.errors.DockerException as exc:
-                log.warning("could not remove container %s: %s", leftover.short_id, exc)
+        if engine.available:
+            remove_instance(engine.client, self.instance_id)
+
+    def detach(self) -> str:
+        """Hand the running container over: ``stop`` and interpreter exit leave it running.
+
+        Returns its :data:`HARNESS_LABEL` value, for :func:`remove_instance`
+        by whoever removes it (under pytest-xdist, the run's controller).
+        """
+        self._container = None
+        _LIVE.discard(self)
+        return self.instance_id
 
     def logs(self, tail: int = 200) -> str:
         if self._container is None:
