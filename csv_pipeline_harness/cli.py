@@ -391,15 +391,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except BackendUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BACKEND
-    except _Refused as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except NotOurs as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_NOT_OURS
-    except ClientError as exc:
-        print(f"error: AWS call failed: {one_line(exc)}", file=sys.stderr)
-        return EXIT_AWS
+    except (BackendUnavailable, _Refused, NotOurs, ClientError) as exc:
+        message, code = _failure(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return code
+
+
+def _failure(exc: Exception) -> tuple[str, int]:
+    """One line for the person, and the exit code that says what kind of failure it was."""
+    if isinstance(exc, ClientError):
+        return f"AWS call failed: {one_line(exc)}", EXIT_AWS
+    if isinstance(exc, NotOurs):
+        return str(exc), EXIT_NOT_OURS
+    if isinstance(exc, _Refused):
+        return str(exc), EXIT_USAGE
+    return str(exc), EXIT_BACKEND

@@ -418,7 +418,8 @@ def test_where_this_worker_deploys(pipeline):
     worker = os.environ["PYTEST_XDIST_WORKER"]
     assert pipeline.ingest("k.csv", b"a\\n1\\n").status == "COMPLETE"
     (OUT / f"{{worker}}.json").write_text(json.dumps(
-        {{"url": pipeline.endpoint.url, "bucket": pipeline.config.bucket}}
+        {{"url": pipeline.endpoint.url, "bucket": pipeline.config.bucket,
+          "controller": os.getppid()}}
     ))
     deadline = time.monotonic() + 60
     while len(list(OUT.glob("*.json"))) < 2:
@@ -435,7 +436,6 @@ def test_xdist_workers_share_one_container_and_deploy_stacks_of_their_own(
     out = pytester.mkdir("out")
     pytester.makepyfile(SHARED_RUN_TEST.format(out=str(out)))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CSV_PIPELINE_", "PYTEST_"))}
-    before = _harness_containers()
     done = run(
         [
             sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "--dist", "each",
@@ -448,12 +448,9 @@ def test_xdist_workers_share_one_container_and_deploy_stacks_of_their_own(
     assert len(seen) == 2
     assert seen[0]["url"] == seen[1]["url"], seen  # one emulator
     assert seen[0]["bucket"] != seen[1]["bucket"], seen  # a stack each
-    assert _harness_containers() == before, "the run's shared container was left behind"
-
-
-def _harness_containers() -> set[str]:
-    out = run(["docker", "ps", "-aq", "--filter", f"label={HARNESS_LABEL}"], timeout=60, check=True)
-    return set(out.stdout.split())
+    owned = f"label={OWNER_PID_LABEL}={seen[0]['controller']}"
+    left = run(["docker", "ps", "-aq", "--filter", owned], timeout=60, check=True)
+    assert left.stdout.split() == [], "the run's shared container was left behind"
 
 
 @pytest.mark.container

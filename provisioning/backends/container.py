@@ -299,44 +299,41 @@ def owner_gone(labels: Mapping[str, str]) -> bool:
     return bool(labels.get(OWNER_STARTED_LABEL)) and labels[OWNER_STARTED_LABEL] != started
 
 
+def _labelled(client: Any, selector: str) -> list[Any]:
+    """Containers, running or not, labelled ``selector`` (``key`` or ``key=value``)."""
+    try:
+        return list(client.containers.list(all=True, filters={"label": selector}))
+    except docker.errors.DockerException as exc:
+        log.warning("could not list containers labelled %s: %s", selector, exc)
+        return []
+
+
+def _remove(container: Any) -> bool:
+    """Remove ``container`` with its volumes; whether it is gone now."""
+    try:
+        container.remove(force=True, v=True)
+    except docker.errors.NotFound:
+        return True  # its creator removed it meanwhile
+    except docker.errors.DockerException as exc:
+        log.warning("could not remove container %s: %s", container.short_id, exc)
+        return False
+    return True
+
+
 def remove_leftovers(client: Any) -> list[str]:
     """Remove this host's harness containers whose owner is gone; their names."""
-    try:
-        found = client.containers.list(all=True, filters={"label": HARNESS_LABEL})
-    except docker.errors.DockerException as exc:
-        log.warning("could not list containers labelled %s: %s", HARNESS_LABEL, exc)
-        return []
     removed = []
-    for container in found:
-        if not owner_gone(container.labels or {}):
-            continue
-        try:
-            container.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            continue
-        except docker.errors.DockerException as exc:
-            log.warning("could not remove leftover container %s: %s", container.short_id, exc)
-            continue
-        log.warning("removed container %s left by a run that ended", container.name)
-        removed.append(str(container.name))
+    for container in _labelled(client, HARNESS_LABEL):
+        if owner_gone(container.labels or {}) and _remove(container):
+            log.warning("removed container %s left by a run that ended", container.name)
+            removed.append(str(container.name))
     return removed
 
 
 def remove_instance(client: Any, instance_id: str) -> None:
     """Remove every container labelled with ``instance_id`` (an emulator and what it started)."""
-    selector = f"{HARNESS_LABEL}={instance_id}"
-    try:
-        found = client.containers.list(all=True, filters={"label": selector})
-    except docker.errors.DockerException as exc:
-        log.warning("could not list containers labelled %s: %s", selector, exc)
-        return
-    for leftover in found:
-        try:
-            leftover.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass  # its creator removed it meanwhile
-        except docker.errors.DockerException as exc:
-            log.warning("could not remove container %s: %s", leftover.short_id, exc)
+    for container in _labelled(client, f"{HARNESS_LABEL}={instance_id}"):
+        _remove(container)
 
 
 # -- the lifecycle -------------------------------------------------------------
