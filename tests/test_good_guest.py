@@ -144,3 +144,20 @@ def test_the_plugins_markers_are_namespaced(pytester: pytest.Pytester) -> None:
     assert sorted(ours) == ["csv_pipeline_contract", "csv_pipeline_e2e", "csv_pipeline_slow"]
     others = {line.split(":")[0] for line in config.getini("markers")}
     assert not {"slow", "e2e", "contract", "harness", "install"} & others
+
+
+@pytest.mark.harness
+def test_a_project_may_choose_one_of_the_harness_profiles(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from hypothesis import settings
+
+        def test_the_chosen_profile_is_loaded():
+            assert settings.get_current_profile_name() == "csv-pipeline-dev"
+            assert settings().max_examples == 25
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--hypothesis-profile=csv-pipeline-dev", timeout=120
+    )
+    result.assert_outcomes(passed=1)
