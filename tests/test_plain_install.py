@@ -100,6 +100,7 @@ def test_plain_install_adds_two_import_names_and_no_development_tools(plain_inst
             " and f.parts[0] != '..'})))",
         ],
         timeout=60,
+        cwd=plain_install,  # not the checkout, whose egg-info would answer
         check=True,
     )
     assert listed.stdout.split() == ["csv_pipeline", "csv_pipeline_harness"]
