@@ -38,8 +38,11 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
-class OptionError(pytest.UsageError):
-    """A setting's value cannot be used; the message names where it came from."""
+class OptionError(ValueError):
+    """A setting's value cannot be used; the message names where it came from.
+
+    :func:`resolve` raises it as :class:`pytest.UsageError`, which stops the run.
+    """
 
 
 def _text(raw: str, where: str) -> str:
@@ -261,13 +264,16 @@ def resolve(config: Any, name: str) -> Setting:
     if name not in cache:
         option = BY_NAME[name]
         ini_dir = config.inipath.parent if config.inipath else None
-        cache[name] = resolve_from(
-            option,
-            config.getoption(option.dest, None),
-            os.environ,
-            config.getini(option.ini),
-            ini_dir,
-        )
+        try:
+            cache[name] = resolve_from(
+                option,
+                config.getoption(option.dest, None),
+                os.environ,
+                config.getini(option.ini),
+                ini_dir,
+            )
+        except OptionError as exc:
+            raise pytest.UsageError(str(exc)) from None
     return cache[name]
 
 
@@ -284,7 +290,8 @@ _SETTINGS = pytest.StashKey[dict[str, Setting]]()
 
 
 def _cache(config: Any) -> dict[str, Setting]:
-    return config.stash.setdefault(_SETTINGS, {})
+    cache: dict[str, Setting] = config.stash.setdefault(_SETTINGS, {})
+    return cache
 
 
 #: Values resolved by the running session, for code that has no ``config`` at hand.

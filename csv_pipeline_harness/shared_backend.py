@@ -67,7 +67,7 @@ class SharedContainerBackend(Backend):
                 self._endpoint = Endpoint(url=state["url"], region=state["region"])
                 return self._endpoint
             self.inner.owner_pid = self.controller_pid
-            endpoint = self.inner.start()
+            endpoint: Endpoint = self.inner.start()
             instance = self.inner.detach()
             state_file.write_text(
                 json.dumps({"url": endpoint.url, "region": endpoint.region, "instance": instance})

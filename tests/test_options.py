@@ -71,7 +71,7 @@ def test_an_ini_path_is_relative_to_the_ini_file(tmp_path: Path) -> None:
 )
 def test_a_bad_value_names_where_it_came_from(name: str, raw: str, message: str) -> None:
     option = options.BY_NAME[name]
-    with pytest.raises(pytest.UsageError, match=re.escape(f"env {option.env}: {message}")):
+    with pytest.raises(options.OptionError, match=re.escape(f"env {option.env}: {message}")):
         options.resolve_from(option, None, {option.env: raw}, "")
 
 

@@ -148,7 +148,7 @@ def serve_inherited_socket(fd: int) -> None:
     """Make hypercorn serve the socket ``fd`` whatever address ministack asks it to bind."""
     from hypercorn import config
 
-    class InheritedSocketConfig(config.Config):  # type: ignore[misc]
+    class InheritedSocketConfig(config.Config):
         @property
         def bind(self) -> list[str]:
             return [f"fd://{fd}"]
