@@ -156,6 +156,9 @@ class MinistackBackend(Backend):
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                     pass_fds=(sock.fileno(), lifeline_read),
+                    # Its own directory: nothing in the caller's (a checkout,
+                    # say) may shadow the installed packages it imports.
+                    cwd=self._workdir,
                 )
             # The server holds both now.
             sock.close()
