@@ -21,6 +21,9 @@ module beside ``csv_pipeline`` and whose handler is
   invocation waits (up to its lease) until a newer version of the object has
   asked it to hand over (``superseded_by`` in the manifest), so a second
   upload always meets the first one mid-file, however fast the machine is;
+* ``replace-before-get`` — between the function's HeadObject and its
+  GetObject, the object is replaced under the same key (body ``a\nreplaced\n``),
+  once per version: the read must not take the new bytes for the old version;
 * ``throttle`` — a burst of throttling: for the first 30 row write calls of
   an invocation, DynamoDB hands back half of the requests of every other call
   as UnprocessedItems and rejects every fourth call as throttled.
@@ -192,6 +195,17 @@ def _install(fault: str, bucket: str, key: str, etag: str) -> Callable[[], None]
 
         events.register("before-call.s3.GetObject", failing_get, unique_id="fault-getobject")
         return lambda: events.unregister("before-call.s3.GetObject", unique_id="fault-getobject")
+
+    if fault == "replace-before-get":
+        events = aws.client("s3").meta.events
+
+        def replacing_get(**_: Any) -> None:
+            if _first_time(bucket, fault, etag, key):
+                print(f"FAULT {fault}: the object is replaced before GetObject", flush=True)
+                aws.client("s3").put_object(Bucket=bucket, Key=key, Body=b"a\nreplaced\n")
+
+        events.register("before-call.s3.GetObject", replacing_get, unique_id=fault)
+        return lambda: events.unregister("before-call.s3.GetObject", unique_id=fault)
 
     if fault == "getobject-always":
         events = aws.client("s3").meta.events

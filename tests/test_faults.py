@@ -729,6 +729,31 @@ def test_a_getobject_failure_is_recorded_failed_then_the_retry_succeeds(
 
 
 @pytest.mark.e2e
+def test_an_object_replaced_between_head_and_get_is_not_read_for_the_old_version(
+    faulty: PipelineClient,
+) -> None:
+    """The function checks the version with HEAD, then reads the body: the body read must be of
+    that version (``If-Match``), or the new bytes would be written under the old ETag.
+
+    No notification (the key is not a .csv): only the hand-made event of the
+    first version runs, so the table shows what that one invocation wrote.
+    """
+    key = f"faults/replace-before-get/{uuid.uuid4().hex}.hold"
+    etag = faulty.upload(key, b"a\noriginal\n")
+    response = faulty.invoke(faulty.s3_event(key, etag, "0A"))
+    assert not response.get("FunctionError"), response
+    assert fault_happened(faulty, "replace-before-get", etag, key)
+    rows = faulty.rows(key)
+    assert {"source": faulty.source(key), "row": 1, "a": "replaced"} not in rows, (
+        "the replacement's bytes were written for the version the event named"
+    )
+    manifest = faulty.manifest(key)
+    assert manifest is None or manifest.get("status") != "COMPLETE" or manifest["etag"] != etag, (
+        manifest
+    )
+
+
+@pytest.mark.e2e
 def test_throttling_and_unprocessed_items_lose_no_row(faulty: PipelineClient) -> None:
     key = f"faults/throttle/{uuid.uuid4().hex}.csv"
     body = varied_csv(ROWS_PER_INVOCATION - 20, "throttle")  # one invocation, throttled throughout
