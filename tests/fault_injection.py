@@ -24,6 +24,10 @@ module beside ``csv_pipeline`` and whose handler is
 * ``replace-before-get`` — between the function's HeadObject and its
   GetObject, the object is replaced under the same key (body ``a\nreplaced\n``),
   once per version: the read must not take the new bytes for the old version;
+* ``stall-after-<n>`` — the writer stalls (as in a long pause of the
+  process) before it hands on its n-th batch of rows, until a newer
+  version of the object has claimed the source and completed; then it goes
+  on, and its fence must stop it. Once per key: the newer version passes;
 * ``throttle`` — a burst of throttling: for the first 30 row write calls of
   an invocation, DynamoDB hands back half of the requests of every other call
   as UnprocessedItems and rejects every fourth call as throttled.
@@ -97,6 +101,19 @@ def _wait_for_newer(bucket: str, key: str) -> None:
         time.sleep(0.05)
 
 
+def _wait_for_newer_complete(bucket: str, key: str, etag: str) -> None:
+    """Return once another version of the object has completed the source; fail after 90 s."""
+    deadline = time.monotonic() + 90
+    while True:
+        manifest = _manifest(bucket, key)
+        done = manifest.get("status", {}).get("S") == "COMPLETE"
+        if done and manifest.get("etag", {}).get("S") != etag:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("injected stall: no newer version completed in time")
+        time.sleep(0.05)
+
+
 def _error(code: str, status: int, operation: str) -> ClientError:
     return ClientError(
         {
@@ -165,6 +182,30 @@ def _install(fault: str, bucket: str, key: str, etag: str) -> Callable[[], None]
             return _real_batch_write(self, RequestItems=RequestItems)
 
         return _patch_writes(waiting)
+
+    if fault.startswith("stall-after-"):
+        n = int(fault.rsplit("-", 1)[1])
+        real_dispatch = table_writer.BatchWriter._dispatch
+        stalled = threading.Event()
+
+        def stalling(self: Any) -> None:
+            # The reading thread hands every batch over here, before the
+            # request's lease check: a pause of the whole writer.
+            if count() == n and _first_time(bucket, fault, "", key):
+                stalled.set()
+                print(f"FAULT {fault}: the writer stalls before batch {n}", flush=True)
+                _wait_for_newer_complete(bucket, key, etag)
+                print(f"FAULT {fault}: the writer resumes", flush=True)
+            real_dispatch(self)
+
+        table_writer.BatchWriter._dispatch = stalling  # type: ignore[method-assign]
+
+        def undo_stall() -> None:
+            table_writer.BatchWriter._dispatch = real_dispatch  # type: ignore[method-assign]
+            if stalled.is_set():
+                print(f"FAULT {fault}: the stalled invocation ended", flush=True)
+
+        return undo_stall
 
     if fault == "throttle":
 

@@ -728,6 +728,37 @@ def test_a_getobject_failure_is_recorded_failed_then_the_retry_succeeds(
     assert_exactly(faulty, key, body, etag)
 
 
+#: Long enough for a stalled writer to wait out its lease and a newer version's whole file.
+stalling = stack_fixture(
+    prefix="stall",
+    **FAULT_STACK,
+    timeout_s=60,
+    environment={"CHECKPOINT_SECONDS": "0.25", "LEASE_SECONDS": "3"},
+)
+
+
+@pytest.mark.e2e
+def test_a_writer_stalled_past_its_lease_writes_nothing_over_a_newer_version(
+    stalling: PipelineClient,
+) -> None:
+    """Writer A pauses mid-file until its lease has expired and version B has claimed the
+    source and completed; when A goes on, its fence (the lease check before every write
+    request) must stop it: none of A's later writes may land, the table holds exactly B."""
+    key = f"faults/stall-after-5/{uuid.uuid4().hex}.csv"
+    old, new = varied_csv(3_000, "old"), varied_csv(40, "new")
+    since = stalling.log_mark()
+    stalling.upload(key, old)
+    # The stall's marker: its log line arrives only once A's invocation ends.
+    deadline = time.monotonic() + 60
+    while not fault_happened(stalling, "stall-after-5", "", key):
+        assert time.monotonic() < deadline, "writer A never reached its stall"
+        time.sleep(0.1)
+    etag = stalling.upload(key, new)
+    stalling.wait_for_manifest(key, etag, 120)
+    stalling.wait_for_log(since, "FAULT stall-after-5: the stalled invocation ended", timeout=120)
+    assert_exactly(stalling, key, new, etag)
+
+
 @pytest.mark.e2e
 def test_an_object_replaced_between_head_and_get_is_not_read_for_the_old_version(
     faulty: PipelineClient,
