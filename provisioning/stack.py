@@ -42,6 +42,17 @@ log = logging.getLogger(__name__)
 RUNTIME = "python3.12"
 POLICY_NAME = "csv-processor-access"
 
+
+@dataclass(frozen=True)
+class _Resource:
+    """One named resource of a stack: how to read its tags (None: absent), how to remove it."""
+
+    kind: str
+    what: str
+    tags: Callable[[], dict[str, str] | None]
+    remove: Callable[[], Any]
+
+
 #: SQS's longest retention: a failed event stays readable for 14 days.
 FAILED_EVENTS_RETENTION_S = 14 * 24 * 3600
 
@@ -611,24 +622,49 @@ class Stack:
 
         ``None``: it carries this stack's tag. Names nobody uses are absent.
         """
+        found: dict[str, str | None] = {}
+        for resource in self._resources():
+            tags = resource.tags()
+            if tags is not None:
+                found[resource.what] = self._not_ours_because(tags)
+        return found
+
+    def _resources(self) -> list[_Resource]:
+        """The stack's named resources, in the order ``destroy`` removes them."""
         cfg = self.config
         queue_url = self._queue_url()
-        lookups: list[tuple[str, Callable[[], dict[str, str] | None]]] = [
-            (f"bucket {cfg.bucket}", self._tags_unless_missing(self._bucket_tags)),
-            (f"table {cfg.table}", self._tags_unless_missing(self._table_tags)),
-            (f"role {cfg.role}", self._tags_unless_missing(self._role_tags)),
-            (f"function {cfg.function}", self._tags_unless_missing(self._function_tags)),
-            (
+        return [
+            _Resource(
+                "function",
+                f"function {cfg.function}",
+                self._tags_unless_missing(self._function_tags),
+                self._delete_function,
+            ),
+            _Resource(
+                "role",
+                f"role {cfg.role}",
+                self._tags_unless_missing(self._role_tags),
+                self._delete_role,
+            ),
+            _Resource(
+                "table",
+                f"table {cfg.table}",
+                self._tags_unless_missing(self._table_tags),
+                lambda: self.dynamodb.delete_table(TableName=cfg.table),
+            ),
+            _Resource(
+                "bucket",
+                f"bucket {cfg.bucket}",
+                self._tags_unless_missing(self._bucket_tags),
+                self._empty_and_delete_bucket,
+            ),
+            _Resource(
+                "queue",
                 f"queue {cfg.failed_events_queue}",
                 (lambda: self._queue_tags(queue_url)) if queue_url else (lambda: None),
+                lambda: self.sqs.delete_queue(QueueUrl=queue_url),
             ),
         ]
-        found: dict[str, str | None] = {}
-        for what, tags_of in lookups:
-            tags = tags_of()
-            if tags is not None:
-                found[what] = self._not_ours_because(tags)
-        return found
 
     def _refuse_what_is_not_ours(self) -> None:
         """Raise :class:`NotOurs` naming every taken name without this stack's tag, before
@@ -698,55 +734,21 @@ class Stack:
         failure destination go with the function; the notification entry of
         this stack leaves the bucket's configuration, other entries stay.
         """
-        cfg = self.config
         report = DestroyReport()
-        queue_url = self._queue_url()
-        resources: list[tuple[str, str, Callable[[], dict[str, str] | None], Callable[[], Any]]] = [
-            (
-                "function",
-                f"function {cfg.function}",
-                self._tags_unless_missing(self._function_tags),
-                self._delete_function,
-            ),
-            (
-                "role",
-                f"role {cfg.role}",
-                self._tags_unless_missing(self._role_tags),
-                self._delete_role,
-            ),
-            (
-                "table",
-                f"table {cfg.table}",
-                self._tags_unless_missing(self._table_tags),
-                lambda: self.dynamodb.delete_table(TableName=cfg.table),
-            ),
-            (
-                "bucket",
-                f"bucket {cfg.bucket}",
-                self._tags_unless_missing(self._bucket_tags),
-                self._empty_and_delete_bucket,
-            ),
-            (
-                "queue",
-                f"queue {cfg.failed_events_queue}",
-                (lambda: self._queue_tags(queue_url)) if queue_url else (lambda: None),
-                lambda: self.sqs.delete_queue(QueueUrl=queue_url),
-            ),
-        ]
         self._ignore_missing(self._remove_our_notification)
-        for kind, what, tags_of, remove in resources:
-            if self.fresh and kind not in self.created:
+        for resource in self._resources():
+            if self.fresh and resource.kind not in self.created:
                 continue
-            tags = tags_of()
+            tags = resource.tags()
             if tags is None:
-                report.missing.append(what)
+                report.missing.append(resource.what)
                 continue
             reason = self._not_ours_because(tags)
             if reason is not None:
-                report.left_alone.append((what, reason))
+                report.left_alone.append((resource.what, reason))
                 continue
-            self._ignore_missing(remove)
-            report.removed.append(what)
+            self._ignore_missing(resource.remove)
+            report.removed.append(resource.what)
         self.created = []
         return report
 
