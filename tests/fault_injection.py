@@ -92,26 +92,40 @@ def _checkpoint_recorded(bucket: str, key: str) -> bool:
     return "checkpoint" in _manifest(bucket, key)
 
 
+def _wait_for_manifest(
+    bucket: str, key: str, done: Callable[[dict[str, Any]], bool], within: float, failure: str
+) -> None:
+    """Return once the manifest satisfies ``done``; raise ``failure`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not done(_manifest(bucket, key)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(0.05)
+
+
 def _wait_for_newer(bucket: str, key: str) -> None:
     """Return once a newer version asked to take the source over; fail after the lease."""
-    deadline = time.monotonic() + float(os.environ.get("LEASE_SECONDS", "30"))
-    while "superseded_by" not in _manifest(bucket, key):
-        if time.monotonic() > deadline:
-            raise RuntimeError("injected wait: no newer version asked for the source in time")
-        time.sleep(0.05)
+    _wait_for_manifest(
+        bucket,
+        key,
+        lambda manifest: "superseded_by" in manifest,
+        float(os.environ.get("LEASE_SECONDS", "30")),
+        "injected wait: no newer version asked for the source in time",
+    )
 
 
 def _wait_for_newer_complete(bucket: str, key: str, etag: str) -> None:
     """Return once another version of the object has completed the source; fail after 90 s."""
-    deadline = time.monotonic() + 90
-    while True:
-        manifest = _manifest(bucket, key)
-        done = manifest.get("status", {}).get("S") == "COMPLETE"
-        if done and manifest.get("etag", {}).get("S") != etag:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError("injected stall: no newer version completed in time")
-        time.sleep(0.05)
+    _wait_for_manifest(
+        bucket,
+        key,
+        lambda manifest: (
+            manifest.get("status", {}).get("S") == "COMPLETE"
+            and manifest.get("etag", {}).get("S") != etag
+        ),
+        90,
+        "injected stall: no newer version completed in time",
+    )
 
 
 def _error(code: str, status: int, operation: str) -> ClientError:

@@ -749,10 +749,7 @@ def test_a_writer_stalled_past_its_lease_writes_nothing_over_a_newer_version(
     since = stalling.log_mark()
     stalling.upload(key, old)
     # The stall's marker: its log line arrives only once A's invocation ends.
-    deadline = time.monotonic() + 60
-    while not fault_happened(stalling, "stall-after-5", "", key):
-        assert time.monotonic() < deadline, "writer A never reached its stall"
-        time.sleep(0.1)
+    wait_for(lambda: fault_happened(stalling, "stall-after-5", "", key), 60, "writer A's stall")
     etag = stalling.upload(key, new)
     stalling.wait_for_manifest(key, etag, 120)
     stalling.wait_for_log(since, "FAULT stall-after-5: the stalled invocation ended", timeout=120)
