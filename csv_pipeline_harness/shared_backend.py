@@ -53,7 +53,6 @@ class SharedContainerBackend(Backend):
         super().__init__(inner.region)
         self.inner = inner
         self.name = inner.name
-        self.image = getattr(inner, "image", "")
         self.directory = run_directory(controller_pid)
         self.controller_pid = controller_pid
 
